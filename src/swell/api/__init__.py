@@ -1,0 +1,1 @@
+"""The HTTP surfaces: Amplitude ingestion, the Export API and the DSAR API."""

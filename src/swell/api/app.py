@@ -1,0 +1,48 @@
+"""create_app(settings) -> the ASGI application; the lifespan opens and closes the store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from swell.api import dsar, export, ingest, openapi, render
+from swell.api.state import AppState
+from swell.auth import Authenticator
+from swell.errors import SwellError
+from swell.settings import Settings
+from swell.store import Store
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = await Store.open(settings)
+        app.state.swell = AppState(settings, store, Authenticator(store.meta))
+        store.start_background()
+        dsar.start(app, store)
+        try:
+            yield
+        finally:
+            await dsar.stop(app)
+            await store.aclose()
+
+    return Starlette(
+        routes=[*ingest.routes, *export.routes, *dsar.routes, *openapi.routes({})],
+        lifespan=lifespan,
+        middleware=[
+            # Browser SDKs post events cross-origin, as they do to Amplitude.
+            Middleware(
+                CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]
+            )
+        ],
+        exception_handlers={
+            SwellError: render.swell_error,
+            HTTPException: render.http_error,
+            Exception: render.unexpected_error,
+        },
+    )

@@ -1,0 +1,132 @@
+"""Amplitude ingestion endpoints: thin adapters over swell.ingest and the store."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from swell.api.state import app_state
+from swell.enrich import RequestContext
+from swell.errors import BadRequest, PayloadTooLarge
+from swell.ingest import (
+    BATCH_MAX_BYTES,
+    HTTPAPI_MAX_BYTES,
+    decode_body,
+    parse_events_body,
+    parse_identify_form,
+)
+
+FORM_MAX_BYTES = 1_000_000
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes without buffering it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def client_ip(request: Request) -> str | None:
+    if app_state(request).settings.trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip() or None
+    return request.client.host if request.client else None
+
+
+async def _events(request: Request, path: str, library: str, max_bytes: int) -> Response:
+    received = datetime.now(UTC)
+    state = app_state(request)
+    raw = await read_body(request, max_bytes)
+    body = decode_body(raw, request.headers.get("content-encoding"), max_bytes)
+    batch = parse_events_body(body, max_bytes=max_bytes)
+    project_id = await state.auth.project_for_ingest(batch.api_key)
+    if project_id is None:
+        raise BadRequest(f"Invalid API key: {batch.api_key[:64]}")
+    upload = datetime.now(UTC)
+    ctx = RequestContext(
+        project_id=project_id,
+        path=path,
+        default_library=library,
+        server_received=received,
+        server_upload=upload,
+        client_upload=batch.client_upload_time,
+        remote_ip=client_ip(request),
+    )
+    await state.store.ingest(batch.events, ctx)
+    return JSONResponse(
+        {
+            "code": 200,
+            "events_ingested": len(batch.events),
+            "payload_size_bytes": len(raw),
+            "server_upload_time": int(upload.timestamp() * 1000),
+        }
+    )
+
+
+async def httpapi(request: Request) -> Response:
+    return await _events(request, "/2/httpapi", "http/2.0", HTTPAPI_MAX_BYTES)
+
+
+async def batch(request: Request) -> Response:
+    return await _events(request, "/batch", "batch/1.0", BATCH_MAX_BYTES)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    if request.method == "GET":
+        return dict(request.query_params)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=0, max_fields=16, max_part_size=FORM_MAX_BYTES)
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+    raw = await read_body(request, FORM_MAX_BYTES)
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise BadRequest("Request body is not UTF-8") from None
+    return dict(parse_qsl(text, keep_blank_values=True))
+
+
+async def _identify(request: Request, *, group: bool) -> Response:
+    state = app_state(request)
+    api_key, identifications = parse_identify_form(await _form(request), group=group)
+    project_id = await state.auth.project_for_ingest(api_key)
+    if project_id is None:
+        raise BadRequest(f"Invalid API key: {api_key[:64]}")
+    await state.store.identify(project_id, identifications, group=group)
+    return PlainTextResponse("success")
+
+
+async def identify(request: Request) -> Response:
+    return await _identify(request, group=False)
+
+
+async def group_identify(request: Request) -> Response:
+    return await _identify(request, group=True)
+
+
+async def healthz(request: Request) -> Response:
+    started = app_state(request).started
+    return JSONResponse({"status": "ok", "uptime_seconds": round(time.monotonic() - started, 3)})
+
+
+routes = [
+    Route("/2/httpapi", httpapi, methods=["POST"]),
+    Route("/batch", batch, methods=["POST"]),
+    Route("/identify", identify, methods=["POST", "GET"]),
+    Route("/groupidentify", group_identify, methods=["POST", "GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+]

@@ -1,0 +1,96 @@
+"""Keys and credentials: Amplitude-shaped keys, secrets kept only as hashes, constant-time checks.
+
+Keys are 32 lowercase hex characters (128 random bits), like Amplitude's. Because secrets are
+random and long, a single SHA-256 is enough to keep them useless if the database leaks (a slow
+password hash protects guessable secrets; these are not guessable).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from swell.backends.base import KeyStore, Principal
+from swell.errors import Unauthorized
+
+MAX_KEY_LENGTH = 128
+
+
+def new_key() -> str:
+    return secrets.token_hex(16)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class NewCredentials:
+    api_key: str
+    secret_key: str
+
+    @property
+    def secret_hash(self) -> str:
+        return hash_secret(self.secret_key)
+
+
+def new_credentials() -> NewCredentials:
+    return NewCredentials(new_key(), new_key())
+
+
+def parse_basic(header: str | None) -> tuple[str, str]:
+    """(username, password) of an ``Authorization: Basic`` header. Raises Unauthorized."""
+    if not header:
+        raise Unauthorized("Missing credentials: use HTTP Basic auth with api_key:secret_key")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value or len(value) > 4 * MAX_KEY_LENGTH:
+        raise Unauthorized("Invalid credentials: use HTTP Basic auth with api_key:secret_key")
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthorized("Invalid credentials: malformed Basic auth header") from None
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        raise Unauthorized("Invalid credentials: malformed Basic auth header")
+    return user, password
+
+
+class Authenticator:
+    """Looks keys up once and remembers them (keys never change once created)."""
+
+    def __init__(self, keys: KeyStore) -> None:
+        self._keys = keys
+        self._cache: dict[str, Principal | None] = {}
+
+    async def principal(self, api_key: str) -> Principal | None:
+        if not api_key or len(api_key) > MAX_KEY_LENGTH:
+            return None
+        if api_key in self._cache:
+            return self._cache[api_key]
+        found = await self._keys.find_key(api_key)
+        if found is not None:  # unknown keys are not cached: they may be created later
+            self._cache[api_key] = found
+        return found
+
+    async def project_for_ingest(self, api_key: str) -> int | None:
+        """The project an ingestion api_key belongs to (ingestion sends no secret)."""
+        found = await self.principal(api_key)
+        return None if found is None else found.project_id
+
+    async def check_basic(self, header: str | None, *, org: bool) -> Principal:
+        """Verify Basic credentials for a project (org=False) or an org (org=True).
+
+        Raises Unauthorized for missing, malformed or wrong credentials, and for a key of the
+        other kind (a project key is not an org key, and vice versa).
+        """
+        api_key, secret = parse_basic(header)
+        found = await self.principal(api_key)
+        expected = found.secret_hash if found is not None else hash_secret("\x00")
+        ok = hmac.compare_digest(hash_secret(secret), expected)
+        if found is None or not ok or (found.project_id is None) != org:
+            raise Unauthorized("Invalid API key or secret key")
+        return found

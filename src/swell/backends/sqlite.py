@@ -1,0 +1,641 @@
+"""Embedded metadata store: one SQLite database (WAL) under the data directory.
+
+One connection, serialised by a lock and driven from worker threads, so the event loop never blocks
+on SQLite. The user index is split into one clustered table per month of part hours
+(``user_blocks_YYYYMM``): each B-tree stays bounded, so sealing keeps its speed as data grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from swell import model
+from swell.backends import base
+from swell.backends.base import IndexEntry, Metadata, Principal, StateChanges, StateSnapshot
+from swell.errors import AlreadyExists, NotFound, StorageError
+from swell.model import Part, UserBlocks, hour_start
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orgs (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
+CREATE TABLE IF NOT EXISTS projects (
+    id INTEGER PRIMARY KEY, org_id INTEGER NOT NULL REFERENCES orgs(id), name TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
+CREATE TABLE IF NOT EXISTS api_keys (
+    api_key TEXT PRIMARY KEY, org_id INTEGER NOT NULL REFERENCES orgs(id),
+    project_id INTEGER REFERENCES projects(id), secret_hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS parts (
+    project_id INTEGER NOT NULL, hour INTEGER NOT NULL, seq INTEGER NOT NULL,
+    size INTEGER NOT NULL, crc32 INTEGER NOT NULL, events INTEGER NOT NULL,
+    min_time TEXT NOT NULL, max_time TEXT NOT NULL, max_lsn INTEGER NOT NULL, blocks BLOB NOT NULL,
+    PRIMARY KEY (project_id, hour, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS user_links (
+    project_id INTEGER NOT NULL, user_id TEXT NOT NULL, amplitude_id INTEGER NOT NULL,
+    PRIMARY KEY (project_id, user_id, amplitude_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS id_users (
+    project_id INTEGER NOT NULL, user_id TEXT NOT NULL, amplitude_id INTEGER NOT NULL,
+    PRIMARY KEY (project_id, user_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS id_devices (
+    project_id INTEGER NOT NULL, device_id TEXT NOT NULL, amplitude_id INTEGER NOT NULL,
+    anonymous INTEGER NOT NULL, PRIMARY KEY (project_id, device_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS user_props (
+    project_id INTEGER NOT NULL, amplitude_id INTEGER NOT NULL, props BLOB NOT NULL,
+    PRIMARY KEY (project_id, amplitude_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_props (
+    project_id INTEGER NOT NULL, group_type TEXT NOT NULL, group_value TEXT NOT NULL,
+    props BLOB NOT NULL, PRIMARY KEY (project_id, group_type, group_value)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dedup (
+    project_id INTEGER NOT NULL, key INTEGER NOT NULL, seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (project_id, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+USER_BLOCKS = """
+CREATE TABLE IF NOT EXISTS {table} (
+    project_id INTEGER NOT NULL, amplitude_id INTEGER NOT NULL, hour INTEGER NOT NULL,
+    seq INTEGER NOT NULL, blocks BLOB NOT NULL, events INTEGER NOT NULL,
+    PRIMARY KEY (project_id, amplitude_id, hour, seq)) WITHOUT ROWID
+"""
+
+# -- DSAR requests and jobs --
+
+DSAR_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dsar_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, org_id INTEGER NOT NULL REFERENCES orgs(id),
+    user_id TEXT, amplitude_id INTEGER, start_date TEXT NOT NULL, end_date TEXT NOT NULL,
+    status TEXT NOT NULL, fail_reason TEXT, outputs INTEGER NOT NULL DEFAULT 0,
+    slots INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, expires_at TEXT,
+    purged INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS dsar_requests_expiry ON dsar_requests(expires_at)
+    WHERE status = 'done' AND purged = 0;
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, ref INTEGER NOT NULL,
+    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, run_after TEXT NOT NULL,
+    worker TEXT, claimed_at TEXT, last_error TEXT, created_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_queued ON jobs(status, run_after, id);
+"""
+
+DSAR_COLUMNS = (
+    "id, org_id, user_id, amplitude_id, start_date, end_date, status, fail_reason, outputs, "
+    "slots, created_at, expires_at, purged"
+)
+
+FIRST_AMPLITUDE_ID = 100_000_000_000
+IN_CHUNK = 500
+
+
+def _month_table(hour: int) -> str:
+    return f"user_blocks_{hour_start(hour):%Y%m}"
+
+
+def _chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _pack(values: Iterable[int]) -> bytes:
+    return array("q", values).tobytes()
+
+
+def _unpack(blob: bytes) -> tuple[int, ...]:
+    values = array("q")
+    values.frombytes(blob)
+    return tuple(values)
+
+
+class SQLiteMetadata:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA cache_size=-262144")
+            self._db.executescript(SCHEMA)
+            self._db.executescript(DSAR_SCHEMA)
+            self._month_tables = {
+                row[0]
+                for row in self._db.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table' "
+                    "AND name LIKE 'user_blocks_%'"
+                )
+            }
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open metadata database {path}: {exc}") from exc
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._wrap():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._wrap():
+            yield self._db
+
+    @contextmanager
+    def _wrap(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"metadata conflict: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StorageError(f"metadata database error: {exc}") from exc
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.to_thread(fn)
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    async def create_org(self, name: str, api_key: str, secret_hash: str) -> int:
+        def run() -> int:
+            with self._tx() as db:
+                org_id = db.execute("INSERT INTO orgs(name) VALUES (?)", (name,)).lastrowid
+                assert org_id is not None
+                db.execute(
+                    "INSERT INTO api_keys(api_key, org_id, project_id, secret_hash) "
+                    "VALUES (?, ?, NULL, ?)",
+                    (api_key, org_id, secret_hash),
+                )
+                return org_id
+
+        return await self._run(run)
+
+    async def create_project(self, name: str, org_id: int, api_key: str, secret_hash: str) -> int:
+        def run() -> int:
+            with self._tx() as db:
+                if db.execute("SELECT 1 FROM orgs WHERE id = ?", (org_id,)).fetchone() is None:
+                    raise NotFound(f"org {org_id} does not exist")
+                project_id = db.execute(
+                    "INSERT INTO projects(org_id, name) VALUES (?, ?)", (org_id, name)
+                ).lastrowid
+                assert project_id is not None
+                db.execute(
+                    "INSERT INTO api_keys(api_key, org_id, project_id, secret_hash) "
+                    "VALUES (?, ?, ?, ?)",
+                    (api_key, org_id, project_id, secret_hash),
+                )
+                return project_id
+
+        return await self._run(run)
+
+    async def rotate_key(
+        self, org_id: int, project_id: int | None, api_key: str, secret_hash: str
+    ) -> None:
+        def run() -> None:
+            with self._tx() as db:
+                db.execute(
+                    "DELETE FROM api_keys WHERE org_id = ? AND project_id IS ?",
+                    (org_id, project_id),
+                )
+                db.execute(
+                    "INSERT INTO api_keys(api_key, org_id, project_id, secret_hash) "
+                    "VALUES (?, ?, ?, ?)",
+                    (api_key, org_id, project_id, secret_hash),
+                )
+
+        await self._run(run)
+
+    async def find_key(self, api_key: str) -> Principal | None:
+        def run() -> Principal | None:
+            with self._read() as db:
+                row = db.execute(
+                    "SELECT org_id, project_id, secret_hash FROM api_keys WHERE api_key = ?",
+                    (api_key,),
+                ).fetchone()
+            return None if row is None else Principal(row[0], row[1], row[2])
+
+        return await self._run(run)
+
+    async def all_orgs(self) -> list[int]:
+        def run() -> list[int]:
+            with self._read() as db:
+                return [r[0] for r in db.execute("SELECT id FROM orgs ORDER BY id")]
+
+        return await self._run(run)
+
+    async def org_projects(self, org_id: int) -> list[int]:
+        def run() -> list[int]:
+            with self._read() as db:
+                rows = db.execute(
+                    "SELECT id FROM projects WHERE org_id = ? ORDER BY id", (org_id,)
+                ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self._run(run)
+
+    # -- catalog and user index -----------------------------------------------------------------
+
+    async def add_part(self, part: Part, entries: Sequence[IndexEntry]) -> None:
+        table = _month_table(part.hour)
+        blocks_rows = [
+            (part.project_id, e.amplitude_id, part.hour, part.seq, _pack(e.blocks), e.events)
+            for e in entries
+        ]
+        links = {(part.project_id, e.user_id, e.amplitude_id) for e in entries if e.user_id}
+
+        def run() -> None:
+            with self._tx() as db:
+                if table not in self._month_tables:
+                    db.execute(USER_BLOCKS.format(table=table))
+                    self._month_tables.add(table)
+                db.execute(
+                    "INSERT INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        part.project_id,
+                        part.hour,
+                        part.seq,
+                        part.size,
+                        part.crc32,
+                        part.events,
+                        part.min_time,
+                        part.max_time,
+                        part.max_lsn,
+                        _pack(part.block_offsets),
+                    ),
+                )
+                db.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)", blocks_rows)  # noqa: S608
+                db.executemany("INSERT OR IGNORE INTO user_links VALUES (?, ?, ?)", sorted(links))
+
+        await self._run(run)
+
+    @staticmethod
+    def _part(row: Sequence[Any]) -> Part:
+        return Part(
+            project_id=row[0],
+            hour=row[1],
+            seq=row[2],
+            size=row[3],
+            crc32=row[4],
+            events=row[5],
+            min_time=row[6],
+            max_time=row[7],
+            max_lsn=row[8],
+            block_offsets=_unpack(row[9]),
+        )
+
+    async def parts(self, project_id: int, start_hour: int, end_hour: int) -> list[Part]:
+        def run() -> list[Part]:
+            with self._read() as db:
+                rows = db.execute(
+                    "SELECT * FROM parts WHERE project_id = ? AND hour BETWEEN ? AND ? "
+                    "ORDER BY hour, seq",
+                    (project_id, start_hour, end_hour),
+                ).fetchall()
+            return [self._part(r) for r in rows]
+
+        return await self._run(run)
+
+    async def next_seq(self, project_id: int, hour: int) -> int:
+        def run() -> int:
+            with self._read() as db:
+                row = db.execute(
+                    "SELECT MAX(seq) FROM parts WHERE project_id = ? AND hour = ?",
+                    (project_id, hour),
+                ).fetchone()
+            return 0 if row[0] is None else int(row[0]) + 1
+
+        return await self._run(run)
+
+    async def sealed_watermarks(self) -> dict[tuple[int, int], int]:
+        def run() -> dict[tuple[int, int], int]:
+            with self._read() as db:
+                rows = db.execute(
+                    "SELECT project_id, hour, MAX(max_lsn) FROM parts GROUP BY project_id, hour"
+                ).fetchall()
+            return {(r[0], r[1]): r[2] for r in rows}
+
+        return await self._run(run)
+
+    async def amplitude_ids_for_user(self, project_id: int, user_id: str) -> list[int]:
+        def run() -> list[int]:
+            with self._read() as db:
+                rows = db.execute(
+                    "SELECT amplitude_id FROM user_links WHERE project_id = ? AND user_id = ? "
+                    "UNION SELECT amplitude_id FROM id_users WHERE project_id = ? AND user_id = ?",
+                    (project_id, user_id, project_id, user_id),
+                ).fetchall()
+            return sorted(r[0] for r in rows)
+
+        return await self._run(run)
+
+    async def user_blocks(self, project_id: int, amplitude_ids: Sequence[int]) -> list[UserBlocks]:
+        ids = sorted(set(amplitude_ids))
+
+        def run() -> list[UserBlocks]:
+            found: list[tuple[Any, ...]] = []
+            with self._read() as db:
+                for table in sorted(self._month_tables):
+                    for chunk in _chunks(ids):
+                        marks = ",".join("?" * len(chunk))
+                        found.extend(
+                            db.execute(
+                                f"SELECT amplitude_id, hour, seq, blocks, events FROM {table} "  # noqa: S608
+                                f"WHERE project_id = ? AND amplitude_id IN ({marks})",
+                                (project_id, *chunk),
+                            )
+                        )
+                parts: dict[tuple[int, int], Part] = {}
+                for _, hour, seq, _, _ in found:
+                    if (hour, seq) not in parts:
+                        row = db.execute(
+                            "SELECT * FROM parts WHERE project_id = ? AND hour = ? AND seq = ?",
+                            (project_id, hour, seq),
+                        ).fetchone()
+                        parts[(hour, seq)] = self._part(row)
+            return [
+                UserBlocks(project_id, aid, parts[(hour, seq)], _unpack(blocks), events)
+                for aid, hour, seq, blocks, events in found
+            ]
+
+        return await self._run(run)
+
+    # -- identity state -------------------------------------------------------------------------
+
+    async def load_state(
+        self,
+        project_id: int,
+        user_ids: Iterable[str],
+        device_ids: Iterable[str],
+        amplitude_ids: Iterable[int],
+        group_keys: Iterable[tuple[str, str]],
+        dedup_keys: Iterable[int],
+        dedup_since_ms: int,
+    ) -> StateSnapshot:
+        users, devices, aids = list(user_ids), list(device_ids), list(amplitude_ids)
+        groups, dedup = list(group_keys), list(dedup_keys)
+
+        def lookup(db: sqlite3.Connection, sql: str, keys: Sequence[Any]) -> list[Any]:
+            rows: list[Any] = []
+            for chunk in _chunks(keys):
+                marks = ",".join("?" * len(chunk))
+                rows.extend(db.execute(sql.format(marks=marks), (project_id, *chunk)))
+            return rows
+
+        def run() -> StateSnapshot:
+            snap = StateSnapshot()
+            with self._read() as db:
+                sql = "SELECT user_id, amplitude_id FROM id_users WHERE project_id = ? "
+                for uid, aid in lookup(db, sql + "AND user_id IN ({marks})", users):
+                    snap.users[uid] = aid
+                sql = (
+                    "SELECT device_id, amplitude_id, anonymous FROM id_devices "
+                    "WHERE project_id = ? "
+                )
+                for did, aid, anon in lookup(db, sql + "AND device_id IN ({marks})", devices):
+                    snap.devices[did] = (aid, bool(anon))
+                wanted = sorted(
+                    {*aids, *snap.users.values(), *(d[0] for d in snap.devices.values())}
+                )
+                sql = "SELECT amplitude_id, props FROM user_props WHERE project_id = ? "
+                for aid, props in lookup(db, sql + "AND amplitude_id IN ({marks})", wanted):
+                    snap.props[aid] = _loads(props)
+                for gtype, gvalue in groups:
+                    row = db.execute(
+                        "SELECT props FROM group_props WHERE project_id = ? AND group_type = ? "
+                        "AND group_value = ?",
+                        (project_id, gtype, gvalue),
+                    ).fetchone()
+                    if row is not None:
+                        snap.groups[(gtype, gvalue)] = _loads(row[0])
+                sql = "SELECT key, seen_ms FROM dedup WHERE project_id = ? AND key IN ({marks})"
+                snap.dedup = {k for k, seen in lookup(db, sql, dedup) if seen >= dedup_since_ms}
+            return snap
+
+        return await self._run(run)
+
+    async def save_state(self, changes: StateChanges) -> None:
+        def run() -> None:
+            with self._tx() as db:
+                db.executemany("INSERT OR REPLACE INTO id_users VALUES (?, ?, ?)", changes.users)
+                db.executemany(
+                    "INSERT OR REPLACE INTO id_devices VALUES (?, ?, ?, ?)", changes.devices
+                )
+                db.executemany("INSERT OR REPLACE INTO user_props VALUES (?, ?, ?)", changes.props)
+                db.executemany(
+                    "INSERT OR REPLACE INTO group_props VALUES (?, ?, ?, ?)", changes.groups
+                )
+                db.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?)", changes.dedup)
+                db.executemany(
+                    "INSERT INTO kv VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
+                    "value = max(value, excluded.value)",
+                    [("state_lsn", changes.lsn), ("next_amplitude_id", changes.next_amplitude_id)],
+                )
+
+        await self._run(run)
+
+    async def state_position(self) -> tuple[int, int]:
+        def run() -> tuple[int, int]:
+            with self._read() as db:
+                kv = dict(db.execute("SELECT name, value FROM kv").fetchall())
+            return int(kv.get("state_lsn", 0)), int(kv.get("next_amplitude_id", FIRST_AMPLITUDE_ID))
+
+        return await self._run(run)
+
+    async def prune_dedup(self, before_ms: int) -> int:
+        def run() -> int:
+            with self._tx() as db:
+                return db.execute("DELETE FROM dedup WHERE seen_ms < ?", (before_ms,)).rowcount
+
+        return await self._run(run)
+
+    # -- DSAR requests and jobs ---------------------------------------------------------------
+
+    @staticmethod
+    def _dsar(row: Sequence[Any]) -> base.DsarRequest:
+        return base.DsarRequest(
+            id=row[0],
+            org_id=row[1],
+            user_id=row[2],
+            amplitude_id=row[3],
+            start_date=row[4],
+            end_date=row[5],
+            status=row[6],
+            fail_reason=row[7],
+            outputs=row[8],
+            slots=row[9],
+            created_at=model.parse_ts(row[10]),
+            expires_at=None if row[11] is None else model.parse_ts(row[11]),
+            purged=bool(row[12]),
+        )
+
+    async def create_dsar(
+        self,
+        org_id: int,
+        user_id: str | None,
+        amplitude_id: int | None,
+        start_date: str,
+        end_date: str,
+        now: datetime,
+    ) -> base.DsarRequest:
+        created = model.format_ts(now)
+
+        def run() -> base.DsarRequest:
+            with self._tx() as db:
+                row = db.execute(
+                    "INSERT INTO dsar_requests(org_id, user_id, amplitude_id, start_date, "  # noqa: S608
+                    "end_date, status, created_at) VALUES (?, ?, ?, ?, ?, 'staging', ?) "
+                    f"RETURNING {DSAR_COLUMNS}",
+                    (org_id, user_id, amplitude_id, start_date, end_date, created),
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO jobs(kind, ref, status, run_after, created_at) "
+                    "VALUES ('dsar', ?, 'queued', ?, ?)",
+                    (row[0], created, created),
+                )
+            return self._dsar(row)
+
+        return await self._run(run)
+
+    async def get_dsar(self, request_id: int) -> base.DsarRequest | None:
+        def run() -> base.DsarRequest | None:
+            with self._read() as db:
+                row = db.execute(
+                    f"SELECT {DSAR_COLUMNS} FROM dsar_requests WHERE id = ?",  # noqa: S608
+                    (request_id,),
+                ).fetchone()
+            return None if row is None else self._dsar(row)
+
+        return await self._run(run)
+
+    async def start_dsar(self, request_id: int) -> None:
+        def run() -> None:
+            with self._tx() as db:
+                db.execute(
+                    "UPDATE dsar_requests SET status = 'submitted' "
+                    "WHERE id = ? AND status = 'staging'",
+                    (request_id,),
+                )
+
+        await self._run(run)
+
+    async def reserve_dsar_outputs(self, request_id: int, count: int) -> None:
+        def run() -> None:
+            with self._tx() as db:
+                db.execute(
+                    "UPDATE dsar_requests SET slots = max(slots, ?) WHERE id = ?",
+                    (count, request_id),
+                )
+
+        await self._run(run)
+
+    async def finish_dsar(
+        self, job_id: int, request_id: int, outputs: int, expires_at: datetime
+    ) -> None:
+        def run() -> None:
+            with self._tx() as db:
+                db.execute(
+                    "UPDATE dsar_requests SET status = 'done', fail_reason = NULL, outputs = ?, "
+                    "slots = max(slots, ?), expires_at = ? WHERE id = ?",
+                    (outputs, outputs, model.format_ts(expires_at), request_id),
+                )
+                db.execute("UPDATE jobs SET status = 'done' WHERE id = ?", (job_id,))
+
+        await self._run(run)
+
+    async def fail_dsar(self, job_id: int, request_id: int, reason: str) -> None:
+        def run() -> None:
+            with self._tx() as db:
+                db.execute(
+                    "UPDATE dsar_requests SET status = 'failed', fail_reason = ?, outputs = 0, "
+                    "expires_at = NULL WHERE id = ?",
+                    (reason, request_id),
+                )
+                db.execute(
+                    "UPDATE jobs SET status = 'failed', last_error = ? WHERE id = ?",
+                    (reason, job_id),
+                )
+
+        await self._run(run)
+
+    async def expired_dsars(self, now: datetime, limit: int = 100) -> list[base.DsarRequest]:
+        def run() -> list[base.DsarRequest]:
+            with self._read() as db:
+                rows = db.execute(
+                    f"SELECT {DSAR_COLUMNS} FROM dsar_requests "  # noqa: S608
+                    "WHERE status = 'done' AND purged = 0 AND expires_at <= ? "
+                    "ORDER BY expires_at LIMIT ?",
+                    (model.format_ts(now), limit),
+                ).fetchall()
+            return [self._dsar(r) for r in rows]
+
+        return await self._run(run)
+
+    async def mark_dsar_purged(self, request_id: int) -> None:
+        def run() -> None:
+            with self._tx() as db:
+                db.execute("UPDATE dsar_requests SET purged = 1 WHERE id = ?", (request_id,))
+
+        await self._run(run)
+
+    async def claim_job(self, worker: str, now: datetime) -> base.Job | None:
+        stamp = model.format_ts(now)
+
+        def run() -> base.Job | None:
+            with self._tx() as db:
+                row = db.execute(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = ?, "
+                    "claimed_at = ? WHERE id = (SELECT id FROM jobs WHERE status = 'queued' "
+                    "AND run_after <= ? ORDER BY run_after, id LIMIT 1) "
+                    "RETURNING id, kind, ref, attempts",
+                    (worker, stamp, stamp),
+                ).fetchone()
+            return None if row is None else base.Job(row[0], row[1], row[2], row[3])
+
+        return await self._run(run)
+
+    async def requeue_running_jobs(self) -> int:
+        def run() -> int:
+            with self._tx() as db:
+                return db.execute(
+                    "UPDATE jobs SET status = 'queued', worker = NULL WHERE status = 'running'"
+                ).rowcount
+
+        return await self._run(run)
+
+    async def retry_job(self, job_id: int, error: str, run_after: datetime) -> None:
+        def run() -> None:
+            with self._tx() as db:
+                db.execute(
+                    "UPDATE jobs SET status = 'queued', worker = NULL, last_error = ?, "
+                    "run_after = ? WHERE id = ?",
+                    (error[:2000], model.format_ts(run_after), job_id),
+                )
+
+        await self._run(run)
+
+
+def _loads(blob: bytes) -> dict[str, Any]:
+    import orjson
+
+    value = orjson.loads(blob)
+    return value if isinstance(value, dict) else {}
+
+
+if TYPE_CHECKING:
+    _: type[Metadata] = SQLiteMetadata

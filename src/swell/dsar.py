@@ -1,0 +1,350 @@
+"""DSAR lifecycle: validate a request, run it as a job, report its status, serve and expire files.
+
+A request is stored with its job in one transaction (status ``staging``). The worker
+(swell.jobs) claims the job, marks the request ``submitted`` and calls :meth:`Dsar.run`:
+
+1. seal what is still open for the org's projects (read-your-writes);
+2. find the user's amplitude_ids (a userId covers every id linked to it in each project);
+3. read only the blocks the user index points to, coalescing adjacent blocks into one read;
+4. keep the user's lines whose ``event_time`` date lies in [startDate, endDate];
+5. write one gzip NDJSON file per (project, month of event_time) under deterministic keys
+   ``dsar/{request_id}/{n}.json.gz`` (a retried attempt overwrites them), and only then publish
+   them (status ``done``) in one transaction.
+
+Outputs expire ``dsar_result_ttl_seconds`` after the job is done: downloads answer 404 from then on
+and housekeeping deletes the files. The status keeps answering ``done``, with no urls and the
+past ``expires`` time (see docs/compatibility.md#dsar-expiry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Protocol
+
+import orjson
+
+from swell.backends.base import BlobStore, DsarRequest, DsarStore, Job, KeyStore, UserIndex
+from swell.errors import BadRequest, NotFound
+from swell.model import Part, UserBlocks, hour_of
+from swell.parts import iter_block_lines
+
+logger = logging.getLogger("swell.dsar")
+
+#: The job kind DSAR requests queue.
+JOB_KIND = "dsar"
+#: Longest userId accepted (the ingestion limit for ids).
+MAX_USER_ID_LENGTH = 1024
+#: amplitude_id is a signed 64-bit integer.
+MAX_AMPLITUDE_ID = 2**63 - 1
+#: Largest single read of a part: adjacent blocks are coalesced up to this many bytes.
+MAX_READ_BYTES = 8 * 1024 * 1024
+#: Output files are gzip level 6 (zlib's default): they are small and written once.
+OUTPUT_LEVEL = 6
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+Clock = Callable[[], datetime]
+#: Seals open data of (project_id, start_hour, end_hour) so the job reads its own writes.
+Sealer = Callable[[int, int, int], Awaitable[None]]
+
+
+class DsarMetadata(DsarStore, UserIndex, KeyStore, Protocol):
+    """What DSAR needs from the metadata store."""
+
+
+class DsarFailed(Exception):
+    """The request cannot be served; the message becomes its ``failReason``."""
+
+
+@dataclass(frozen=True, slots=True)
+class DsarParams:
+    """A validated create request."""
+
+    user_id: str | None
+    amplitude_id: int | None
+    start_date: str
+    end_date: str
+
+
+def output_key(request_id: int, n: int) -> str:
+    return f"dsar/{request_id}/{n}.json.gz"
+
+
+def parse_params(body: Mapping[str, Any]) -> DsarParams:
+    """Validate a create request (JSON or form fields).
+
+    ``userId`` may be a string or an integer; ``amplitudeId`` an integer or a numeric string;
+    empty strings and nulls count as absent. At least one of them is required.
+
+    Raises:
+        BadRequest: a field is missing or invalid; ``field`` names it.
+    """
+    user_id = _user_id(body.get("userId"))
+    amplitude_id = _amplitude_id(body.get("amplitudeId"))
+    if user_id is None and amplitude_id is None:
+        raise BadRequest("Missing userId or amplitudeId: one of them is required", field="userId")
+    start = _date(body.get("startDate"), "startDate")
+    end = _date(body.get("endDate"), "endDate")
+    if end < start:
+        raise BadRequest("Invalid endDate: it must not be before startDate", field="endDate")
+    return DsarParams(user_id, amplitude_id, start.isoformat(), end.isoformat())
+
+
+def _absent(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _user_id(value: object) -> str | None:
+    if _absent(value):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise BadRequest("Invalid userId: expected a string", field="userId")
+    if len(value) > MAX_USER_ID_LENGTH:
+        raise BadRequest(
+            f"Invalid userId: longer than {MAX_USER_ID_LENGTH} characters", field="userId"
+        )
+    return value
+
+
+def _amplitude_id(value: object) -> int | None:
+    if _absent(value):
+        return None
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_AMPLITUDE_ID:
+        raise BadRequest("Invalid amplitudeId: expected a positive integer", field="amplitudeId")
+    return value
+
+
+def _date(value: object, name: str) -> date:
+    if _absent(value):
+        raise BadRequest(f"Missing {name}: expected a date YYYY-MM-DD", field=name)
+    if isinstance(value, str) and _DATE.fullmatch(value.strip()):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise BadRequest(f"Invalid {name}: expected a date YYYY-MM-DD", field=name)
+
+
+def is_expired(request: DsarRequest, now: datetime) -> bool:
+    return request.expires_at is not None and request.expires_at <= now
+
+
+@dataclass(frozen=True, slots=True)
+class _Output:
+    project_id: int
+    month: str
+    data: bytes
+    events: int
+
+
+class _Writer:
+    """Gzip NDJSON for one (project, month), compressed as lines arrive."""
+
+    __slots__ = ("chunks", "compressor", "events")
+
+    def __init__(self) -> None:
+        self.compressor = zlib.compressobj(OUTPUT_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self.chunks: list[bytes] = []
+        self.events = 0
+
+    def add(self, line: bytes) -> None:
+        self.events += 1
+        self.chunks.append(self.compressor.compress(line + b"\n"))
+
+    def finish(self) -> bytes:
+        self.chunks.append(self.compressor.flush())
+        return b"".join(self.chunks)
+
+
+class Dsar:
+    """The DSAR service: create, status, outputs, and the job handler that runs requests."""
+
+    kind = JOB_KIND
+
+    def __init__(
+        self,
+        meta: DsarMetadata,
+        blobs: BlobStore,
+        *,
+        ttl_seconds: int,
+        max_events_per_month: int,
+        clock: Clock,
+        seal: Sealer | None = None,
+    ) -> None:
+        self.meta = meta
+        self.blobs = blobs
+        self.ttl = timedelta(seconds=ttl_seconds)
+        self.max_events_per_month = max_events_per_month
+        self.clock = clock
+        self.seal = seal
+
+    # -- API -------------------------------------------------------------------------------------
+
+    async def create(self, org_id: int, params: DsarParams) -> DsarRequest:
+        return await self.meta.create_dsar(
+            org_id,
+            params.user_id,
+            params.amplitude_id,
+            params.start_date,
+            params.end_date,
+            self.clock(),
+        )
+
+    async def get(self, org_id: int, request_id: int) -> DsarRequest:
+        """The org's request. Raises NotFound for unknown ids and other orgs' requests alike."""
+        request = await self.meta.get_dsar(request_id)
+        if request is None or request.org_id != org_id:
+            raise NotFound(f"DSAR request {request_id} not found")
+        return request
+
+    def downloadable(self, request: DsarRequest) -> int:
+        """How many outputs can be downloaded now (0 unless done and not expired)."""
+        if request.status != "done" or request.purged or is_expired(request, self.clock()):
+            return 0
+        return request.outputs
+
+    async def output(self, org_id: int, request_id: int, n: int) -> str:
+        """The blob key of output ``n``. Raises NotFound if it is not (or no longer) available."""
+        request = await self.get(org_id, request_id)
+        if not 0 <= n < self.downloadable(request):
+            raise NotFound(f"Output {n} of DSAR request {request_id} not found")
+        return output_key(request_id, n)
+
+    # -- the job ---------------------------------------------------------------------------------
+
+    async def run(self, job: Job) -> None:
+        """Run one claimed job to its end state (done or failed). Raises to have it retried."""
+        request = await self.meta.get_dsar(job.ref)
+        if request is None or request.status in {"done", "failed"}:
+            return  # already finished by an earlier attempt whose claim was not closed
+        await self.meta.start_dsar(request.id)
+        try:
+            outputs = await self.collect(request)
+        except DsarFailed as exc:
+            await self._delete_outputs(request.id, 0, request.slots)
+            await self.meta.fail_dsar(job.id, request.id, str(exc))
+            logger.info("DSAR %d failed: %s", request.id, exc)
+            return
+        # Record the bound before writing, so cleanup knows every key an attempt may have used.
+        await self.meta.reserve_dsar_outputs(request.id, len(outputs))
+        for n, output in enumerate(outputs):
+            await self.blobs.put(output_key(request.id, n), output.data)
+        await self.meta.finish_dsar(job.id, request.id, len(outputs), self.clock() + self.ttl)
+        # An earlier attempt that saw more files left keys past the published ones.
+        await self._delete_outputs(request.id, len(outputs), request.slots)
+        logger.info(
+            "DSAR %d done: %d events in %d files",
+            request.id,
+            sum(o.events for o in outputs),
+            len(outputs),
+        )
+
+    async def give_up(self, job: Job, reason: str) -> None:
+        """The job failed too often: fail its request."""
+        request = await self.meta.get_dsar(job.ref)
+        if request is not None:
+            await self._delete_outputs(request.id, 0, request.slots)
+        await self.meta.fail_dsar(job.id, job.ref, reason)
+
+    async def housekeep(self) -> None:
+        """Delete the files of expired requests."""
+        while expired := await self.meta.expired_dsars(self.clock()):
+            for request in expired:
+                await self._delete_outputs(request.id, 0, max(request.outputs, request.slots))
+                await self.meta.mark_dsar_purged(request.id)
+
+    async def _delete_outputs(self, request_id: int, start: int, stop: int) -> None:
+        if stop > start:
+            await self.blobs.delete([output_key(request_id, n) for n in range(start, stop)])
+
+    async def collect(self, request: DsarRequest) -> list[_Output]:
+        """The request's output files, ordered by (project, month).
+
+        Raises:
+            DsarFailed: the user has more than ``max_events_per_month`` events in one month of
+                one project within the range.
+        """
+        start, end = request.start_date, request.end_date
+        start_hour = hour_of(datetime.fromisoformat(start).replace(tzinfo=UTC))
+        now_hour = hour_of(self.clock())
+        projects = await self.meta.org_projects(request.org_id)
+        writers: dict[tuple[int, str], _Writer] = {}
+        for project_id in projects:
+            if self.seal is not None and start_hour <= now_hour + 1:
+                # Events are filed by server_upload_time, which is >= event_time.
+                await asyncio.shield(self.seal(project_id, start_hour, now_hour + 1))
+            amplitude_ids = await self._amplitude_ids(project_id, request)
+            if not amplitude_ids:
+                continue
+            located = await self.meta.user_blocks(project_id, sorted(amplitude_ids))
+            for part_name, (begin, stop) in _reads(located):
+                data = await self.blobs.read(part_name, begin, stop)
+                for line in iter_block_lines(data):
+                    record = orjson.loads(line)
+                    if record.get("amplitude_id") not in amplitude_ids:
+                        continue
+                    day = str(record.get("event_time") or "")[:10]
+                    if not start <= day <= end:
+                        continue
+                    key = (project_id, day[:7])
+                    writer = writers.get(key)
+                    if writer is None:
+                        writer = writers[key] = _Writer()
+                    writer.add(line)
+                    if writer.events > self.max_events_per_month:
+                        raise DsarFailed(
+                            f"The user has more than {self.max_events_per_month} events in "
+                            f"{day[:7]} in project {project_id}; users with more than "
+                            f"{self.max_events_per_month} events per month are not supported"
+                        )
+        return [
+            _Output(project_id, month, writers[(project_id, month)].finish(), w.events)
+            for (project_id, month), w in sorted(writers.items())
+        ]
+
+    async def _amplitude_ids(self, project_id: int, request: DsarRequest) -> set[int]:
+        ids: set[int] = set()
+        if request.user_id is not None:
+            ids.update(await self.meta.amplitude_ids_for_user(project_id, request.user_id))
+        if request.amplitude_id is not None:
+            ids.add(request.amplitude_id)
+        return ids
+
+
+def _reads(located: Iterable[UserBlocks]) -> list[tuple[str, tuple[int, int]]]:
+    """Byte ranges to read, part by part in (hour, seq) order: each wanted block once (several
+    amplitude_ids may share a block), adjacent blocks coalesced into one read."""
+    parts: dict[str, Part] = {}
+    blocks: dict[str, set[int]] = {}
+    for entry in located:
+        name = entry.part.name
+        parts.setdefault(name, entry.part)
+        blocks.setdefault(name, set()).update(entry.blocks)
+    reads: list[tuple[str, tuple[int, int]]] = []
+    for name in sorted(parts, key=lambda n: (parts[n].hour, parts[n].seq)):
+        part = parts[name]
+        ranges = [part.block_range(b) for b in sorted(blocks[name])]
+        reads.extend((name, r) for r in coalesce(ranges))
+    return reads
+
+
+def coalesce(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge touching [start, end) byte ranges (sorted by start) into reads of bounded size."""
+    merged: list[tuple[int, int]] = []
+    for begin, stop in ranges:
+        if merged and merged[-1][1] == begin and stop - merged[-1][0] <= MAX_READ_BYTES:
+            merged[-1] = (merged[-1][0], stop)
+        else:
+            merged.append((begin, stop))
+    return merged

@@ -1,0 +1,345 @@
+"""Identity and user state: amplitude_id resolution, user and group properties, insert_id dedup.
+
+The state lives in memory (a cache over the metadata store, loaded per batch in one round trip)
+and is written behind in batches. It is a function of the log: every change is either carried by an
+event record (user_id, device_id, amplitude_id, user_properties, $insert_id) or by a STATE frame,
+so after a crash the saved state plus a replay of the newer frames gives back exactly the state the
+acknowledged events saw. See docs/compatibility.md#identity for the rules copied from Amplitude.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from swell.backends.base import IdentityStore, StateChanges
+from swell.enrich import RequestContext, build_record, new_uuid
+from swell.model import EPOCH, parse_ts
+from swell.userprops import apply_user_properties
+
+DEDUP_WINDOW_MS = 7 * 24 * 3600 * 1000
+_ABSENT = 0
+
+#: Event types whose user/group properties change state (they are stored as rows too).
+IDENTIFY_EVENT = "$identify"
+GROUP_IDENTIFY_EVENT = "$groupidentify"
+
+
+def dedup_key(device_id: str | None, insert_id: str) -> int:
+    digest = hashlib.blake2b(f"{device_id or ''}\x00{insert_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _ms(dt: datetime) -> int:
+    return int((dt - EPOCH).total_seconds() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Enriched:
+    """One accepted event as stored: its line and the keys the part index needs."""
+
+    line: bytes
+    amplitude_id: int
+    user_id: str | None
+
+
+class Identity:
+    """Identity state of every project. Owned by the store; not thread-safe."""
+
+    def __init__(self, next_amplitude_id: int) -> None:
+        self.next_amplitude_id = next_amplitude_id
+        self._users: dict[tuple[int, str], int] = {}
+        self._devices: dict[tuple[int, str], tuple[int, bool]] = {}
+        self._props: dict[tuple[int, int], dict[str, Any]] = {}
+        self._groups: dict[tuple[int, str, str], dict[str, Any]] = {}
+        self._dedup: dict[tuple[int, int], int] = {}
+        self._loaded_props: set[tuple[int, int]] = set()
+        self._dirty_users: set[tuple[int, str]] = set()
+        self._dirty_devices: set[tuple[int, str]] = set()
+        self._dirty_props: set[tuple[int, int]] = set()
+        self._dirty_groups: set[tuple[int, str, str]] = set()
+        self._dirty_dedup: set[tuple[int, int]] = set()
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    async def prepare(
+        self,
+        store: IdentityStore,
+        project_id: int,
+        events: Sequence[Mapping[str, Any]],
+        now: datetime,
+    ) -> None:
+        """Load whatever these events need that is not cached yet (one metadata round trip)."""
+        users: set[str] = set()
+        devices: set[str] = set()
+        aids: set[int] = set()
+        groups: set[tuple[str, str]] = set()
+        dedup: set[int] = set()
+        for event in events:
+            uid, did = event.get("user_id"), event.get("device_id")
+            if isinstance(uid, str) and (project_id, uid) not in self._users:
+                users.add(uid)
+            if isinstance(did, str) and (project_id, did) not in self._devices:
+                devices.add(did)
+            aid = event.get("amplitude_id")
+            if isinstance(aid, int) and (project_id, aid) not in self._loaded_props:
+                aids.add(aid)
+            insert_id = event.get("insert_id", event.get("$insert_id"))
+            if isinstance(insert_id, str):
+                key = dedup_key(did if isinstance(did, str) else None, insert_id)
+                if (project_id, key) not in self._dedup:
+                    dedup.add(key)
+            for gtype, gvalues in _group_pairs(event.get("groups")):
+                for gvalue in gvalues:
+                    if (project_id, gtype, gvalue) not in self._groups:
+                        groups.add((gtype, gvalue))
+        if not (users or devices or aids or groups or dedup):
+            return
+        snap = await store.load_state(
+            project_id, users, devices, aids, groups, dedup, _ms(now) - DEDUP_WINDOW_MS
+        )
+        # Another request may have filled a key while we waited: never overwrite cached state.
+        for uid in users:
+            self._users.setdefault((project_id, uid), snap.users.get(uid, _ABSENT))
+        for did in devices:
+            self._devices.setdefault((project_id, did), snap.devices.get(did, (_ABSENT, True)))
+        wanted = aids | set(snap.users.values()) | {d[0] for d in snap.devices.values()}
+        for aid in wanted:
+            pkey = (project_id, aid)
+            if pkey not in self._loaded_props:
+                self._loaded_props.add(pkey)
+                if aid in snap.props:
+                    self._props.setdefault(pkey, snap.props[aid])
+        for gkey in groups:
+            self._groups.setdefault((project_id, *gkey), snap.groups.get(gkey, {}))
+        for dkey in dedup:
+            self._dedup.setdefault((project_id, dkey), 1 if dkey in snap.dedup else _ABSENT)
+
+    # -- enrichment ------------------------------------------------------------------------------
+
+    def enrich(self, events: Sequence[Mapping[str, Any]], ctx: RequestContext) -> list[Enriched]:
+        """Turn validated events into stored records; duplicates (by insert_id) are dropped.
+
+        Call ``prepare`` for the same events first.
+        """
+        project = ctx.project_id
+        now_ms = _ms(ctx.server_upload)
+        out: list[Enriched] = []
+        for event in events:
+            uid = event.get("user_id")
+            did = event.get("device_id")
+            insert_id = event.get("insert_id")
+            if isinstance(insert_id, str):
+                key = (project, dedup_key(did, insert_id))
+                if self._dedup.get(key, _ABSENT) != _ABSENT:
+                    continue
+                self._dedup[key] = now_ms
+                self._dirty_dedup.add(key)
+            aid = self._resolve(project, uid, did)
+            pkey = (project, aid)
+            state = self._props.get(pkey, {})
+            update = event.get("user_properties")
+            updated = False
+            if update and not event.get("$skip_user_properties_sync"):
+                new_state = apply_user_properties(state, update)
+                if new_state != state:
+                    self._props[pkey] = state = new_state
+                    self._dirty_props.add(pkey)
+                    updated = True
+            group_props = self._group_properties(project, event)
+            uuid = new_uuid()
+            event_id = event.get("event_id")
+            record = build_record(
+                event,
+                ctx,
+                amplitude_id=aid,
+                user_properties=state,
+                group_properties=group_props,
+                event_id=event_id if isinstance(event_id, int) else int(uuid[:8], 16) >> 2,
+                uuid=uuid,
+                processed=ctx.server_upload,
+                user_properties_updated=updated,
+            )
+            out.append(Enriched(orjson.dumps(record), aid, uid))
+        return out
+
+    def _resolve(self, project: int, uid: str | None, did: str | None) -> int:
+        """Amplitude's rules: user_id wins; a device's anonymous history joins its first user;
+        anonymous events after a known user get that user's id; user ids are never merged."""
+        if uid:
+            aid = self._users.get((project, uid), _ABSENT)
+            if aid == _ABSENT:
+                device_aid, anonymous = (
+                    self._devices.get((project, did), (_ABSENT, True)) if did else (_ABSENT, True)
+                )
+                aid = device_aid if device_aid != _ABSENT and anonymous else self._new_aid()
+                self._users[(project, uid)] = aid
+                self._dirty_users.add((project, uid))
+            if did and self._devices.get((project, did)) != (aid, False):
+                self._devices[(project, did)] = (aid, False)
+                self._dirty_devices.add((project, did))
+            return aid
+        assert did, "validated events carry a user_id or a device_id"
+        device_aid, _ = self._devices.get((project, did), (_ABSENT, True))
+        if device_aid != _ABSENT:
+            return device_aid
+        aid = self._new_aid()
+        self._devices[(project, did)] = (aid, True)
+        self._dirty_devices.add((project, did))
+        return aid
+
+    def _new_aid(self) -> int:
+        aid = self.next_amplitude_id
+        self.next_amplitude_id += 1
+        return aid
+
+    def _group_properties(
+        self, project: int, event: Mapping[str, Any]
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        result: dict[str, dict[str, dict[str, Any]]] = {}
+        update = event.get("group_properties")
+        is_group_identify = event.get("event_type") == GROUP_IDENTIFY_EVENT
+        for gtype, gvalues in _group_pairs(event.get("groups")):
+            for gvalue in gvalues:
+                gkey = (project, gtype, gvalue)
+                props = self._groups.get(gkey, {})
+                if is_group_identify and isinstance(update, Mapping) and update:
+                    props = apply_user_properties(props, update)
+                    self._groups[gkey] = props
+                    self._dirty_groups.add(gkey)
+                result.setdefault(gtype, {})[gvalue] = props
+        return result
+
+    # -- identify calls --------------------------------------------------------------------------
+
+    def identify(self, project: int, identifications: Sequence[Mapping[str, Any]]) -> bytes:
+        """Apply /identify calls; returns the STATE frame body that replays them."""
+        users, devices, props = [], [], []
+        for ident in identifications:
+            uid, did = ident.get("user_id"), ident.get("device_id")
+            aid = self._resolve(project, uid, did)
+            if uid:
+                users.append([uid, aid])
+            if did:
+                devices.append([did, *self._devices[(project, did)]])
+            update = ident.get("user_properties")
+            if isinstance(update, Mapping) and update:
+                pkey = (project, aid)
+                self._props[pkey] = apply_user_properties(self._props.get(pkey, {}), update)
+                self._dirty_props.add(pkey)
+                props.append([aid, self._props[pkey]])
+        return orjson.dumps({"users": users, "devices": devices, "props": props})
+
+    def group_identify(self, project: int, identifications: Sequence[Mapping[str, Any]]) -> bytes:
+        """Apply /groupidentify calls; returns the STATE frame body that replays them."""
+        groups = []
+        for ident in identifications:
+            gkey = (project, str(ident["group_type"]), str(ident["group_value"]))
+            update = ident.get("group_properties") or {}
+            self._groups[gkey] = apply_user_properties(self._groups.get(gkey, {}), update)
+            self._dirty_groups.add(gkey)
+            groups.append([gkey[1], gkey[2], self._groups[gkey]])
+        return orjson.dumps({"groups": groups})
+
+    # -- replay and import -----------------------------------------------------------------------
+
+    def observe(self, project: int, record: Mapping[str, Any], *, overwrite: bool = True) -> None:
+        """Take the state an existing record shows (log replay, or import with overwrite=False)."""
+        aid = record.get("amplitude_id")
+        if not isinstance(aid, int):
+            return
+        self.next_amplitude_id = max(self.next_amplitude_id, aid + 1)
+        uid, did = record.get("user_id"), record.get("device_id")
+        if isinstance(uid, str) and uid:
+            self._set(self._users, self._dirty_users, (project, uid), aid, overwrite)
+        if isinstance(did, str) and did:
+            value = (aid, not uid)
+            self._set(self._devices, self._dirty_devices, (project, did), value, overwrite)
+        props = record.get("user_properties")
+        if isinstance(props, dict):
+            self._loaded_props.add((project, aid))
+            self._set(self._props, self._dirty_props, (project, aid), props, overwrite)
+        insert_id = record.get("$insert_id")
+        upload = record.get("server_upload_time")
+        if isinstance(insert_id, str) and isinstance(upload, str):
+            seen = _ms(parse_ts(upload))
+            key = (project, dedup_key(did if isinstance(did, str) else None, insert_id))
+            self._dedup[key] = max(self._dedup.get(key, _ABSENT), seen)
+            self._dirty_dedup.add(key)
+
+    @staticmethod
+    def _set(cache: dict[Any, Any], dirty: set[Any], key: Any, value: Any, overwrite: bool) -> None:
+        if overwrite or cache.get(key, _ABSENT) in (_ABSENT, (_ABSENT, True)):
+            cache[key] = value
+            dirty.add(key)
+
+    def replay_state(self, project: int, body: bytes) -> None:
+        """Re-apply a STATE frame written by identify or group_identify."""
+        change = orjson.loads(body)
+        for uid, aid in change.get("users", []):
+            self._users[(project, uid)] = aid
+            self._dirty_users.add((project, uid))
+            self.next_amplitude_id = max(self.next_amplitude_id, aid + 1)
+        for did, aid, anonymous in change.get("devices", []):
+            self._devices[(project, did)] = (aid, anonymous)
+            self._dirty_devices.add((project, did))
+        for aid, props in change.get("props", []):
+            self._props[(project, aid)] = props
+            self._loaded_props.add((project, aid))
+            self._dirty_props.add((project, aid))
+        for gtype, gvalue, props in change.get("groups", []):
+            self._groups[(project, gtype, gvalue)] = props
+            self._dirty_groups.add((project, gtype, gvalue))
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    @property
+    def dirty(self) -> int:
+        return (
+            len(self._dirty_users)
+            + len(self._dirty_devices)
+            + len(self._dirty_props)
+            + len(self._dirty_groups)
+            + len(self._dirty_dedup)
+        )
+
+    def take_changes(self, lsn: int) -> StateChanges:
+        """Everything changed since the last call, stamped with the log position it reflects."""
+        changes = StateChanges(next_amplitude_id=self.next_amplitude_id, lsn=lsn)
+        changes.users = [(p, u, self._users[(p, u)]) for p, u in self._dirty_users]
+        changes.devices = [(p, d, *self._devices[(p, d)]) for p, d in self._dirty_devices]
+        changes.props = [(p, a, orjson.dumps(self._props[(p, a)])) for p, a in self._dirty_props]
+        changes.groups = [
+            (p, t, v, orjson.dumps(self._groups[(p, t, v)])) for p, t, v in self._dirty_groups
+        ]
+        changes.dedup = [(p, k, self._dedup[(p, k)]) for p, k in self._dirty_dedup]
+        for dirty in (
+            self._dirty_users,
+            self._dirty_devices,
+            self._dirty_props,
+            self._dirty_groups,
+            self._dirty_dedup,
+        ):
+            dirty.clear()
+        return changes
+
+    def forget_dedup_before(self, before_ms: int) -> None:
+        """Drop cached insert ids older than the dedup window (they can no longer match)."""
+        stale = [k for k, seen in self._dedup.items() if seen != _ABSENT and seen < before_ms]
+        for key in stale:
+            del self._dedup[key]
+
+
+def _group_pairs(groups: object) -> Iterable[tuple[str, list[str]]]:
+    if not isinstance(groups, Mapping):
+        return []
+    pairs = []
+    for gtype, value in groups.items():
+        values = value if isinstance(value, list) else [value]
+        pairs.append((str(gtype), [str(v) for v in values if v is not None]))
+    return pairs

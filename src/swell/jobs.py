@@ -1,0 +1,145 @@
+"""The worker loop: claim -> run -> finish, or retry with backoff; plain asyncio, no HTTP.
+
+Jobs live in the metadata store (swell.backends.base.JobQueue). A claim marks a job ``running``
+atomically. A job still ``running`` when a worker starts was interrupted (the process stopped
+mid-job) and goes back to the queue: handlers write their results under deterministic keys and
+publish them last, so running a job twice never duplicates output. This assumes one worker per
+metadata store, which the data-directory lock guarantees for the embedded backend.
+
+The loop wakes when :meth:`Worker.wake` is called (e.g. right after a request is stored), and
+otherwise every ``poll_seconds`` to pick up retries that became due and to run housekeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from swell.backends.base import Job, JobQueue
+
+logger = logging.getLogger("swell.jobs")
+
+#: Attempts before a job is given up (its handler records the failure).
+MAX_ATTEMPTS = 5
+#: Longest wait before a retry.
+MAX_BACKOFF = timedelta(minutes=5)
+
+
+class JobHandler(Protocol):
+    #: The job kind this handler runs.
+    kind: str
+
+    async def run(self, job: Job) -> None:
+        """Do the job and record its outcome. Raise to have it retried."""
+        ...
+
+    async def give_up(self, job: Job, reason: str) -> None:
+        """Record the failure of a job that failed ``MAX_ATTEMPTS`` times."""
+        ...
+
+    async def housekeep(self) -> None:
+        """Periodic cleanup (e.g. expired outputs)."""
+        ...
+
+
+def backoff(attempts: int) -> timedelta:
+    """Delay before the next attempt: none after the first failure, then 2, 4, 8... seconds."""
+    if attempts <= 1:
+        return timedelta(0)
+    return min(MAX_BACKOFF, timedelta(seconds=2 ** (attempts - 1)))
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: JobQueue,
+        handlers: Sequence[JobHandler],
+        *,
+        clock: Callable[[], datetime],
+        name: str = "worker",
+        poll_seconds: float = 1.0,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self.queue = queue
+        self.handlers = {h.kind: h for h in handlers}
+        self.clock = clock
+        self.name = name
+        self.poll_seconds = poll_seconds
+        self.max_attempts = max_attempts
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Look for jobs now (no await: safe to call from a request handler)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run_forever(), name=f"swell-{self.name}")
+
+    async def aclose(self, grace_seconds: float = 30.0) -> None:
+        """Stop after the job in progress (cancel it after ``grace_seconds``; it is retried)."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace_seconds)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        finally:
+            self._task = None
+
+    async def run_forever(self) -> None:
+        requeued = await self.queue.requeue_running_jobs()
+        if requeued:
+            logger.info("%s: %d interrupted job(s) queued again", self.name, requeued)
+        while not self._stopping:
+            self._wake.clear()  # before claiming, so a wake during the work is not lost
+            try:
+                await self.run_pending()
+                await self.housekeep()
+            except Exception:
+                logger.exception("%s: job loop failed; will retry", self.name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    async def run_pending(self) -> int:
+        """Run every job that is due now; returns how many were run."""
+        count = 0
+        while not self._stopping:
+            job = await self.queue.claim_job(self.name, self.clock())
+            if job is None:
+                break
+            await self.run_job(job)
+            count += 1
+        return count
+
+    async def run_job(self, job: Job) -> None:
+        handler = self.handlers.get(job.kind)
+        if handler is None:
+            logger.error("%s: no handler for job %d of kind %r", self.name, job.id, job.kind)
+            await self.queue.retry_job(job.id, "no handler", self.clock() + MAX_BACKOFF)
+            return
+        try:
+            await handler.run(job)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if job.attempts >= self.max_attempts:
+                logger.exception("%s: job %d failed %d times", self.name, job.id, job.attempts)
+                await handler.give_up(job, f"Internal error after {job.attempts} attempts")
+            else:
+                logger.warning(
+                    "%s: job %d attempt %d failed: %s", self.name, job.id, job.attempts, reason
+                )
+                await self.queue.retry_job(job.id, reason, self.clock() + backoff(job.attempts))
+
+    async def housekeep(self) -> None:
+        for handler in self.handlers.values():
+            await handler.housekeep()

@@ -1,0 +1,125 @@
+"""Hourly parts: how events for one (project, hour) are packed into an immutable gzip file.
+
+A part is a sequence of gzip members, each holding about ``block_bytes`` of whole NDJSON lines, so
+the file is one valid ``.json.gz`` for the Export API while the user index can point at single
+members (blocks) for DSAR. Members are compressed as soon as they fill, so an open part holds its
+data compressed in memory and sealing costs one write.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import orjson
+from isal import igzip
+
+from swell.backends.base import IndexEntry
+from swell.model import Part
+
+#: isal level 1: ~1 GB/s per core at 5.5x; zlib level 6 would cost ~6x the CPU for 30% fewer bytes.
+COMPRESS_LEVEL = 1
+
+
+@dataclass(slots=True)
+class _UserAcc:
+    user_id: str | None
+    blocks: list[int] = field(default_factory=list)
+    events: int = 0
+
+
+@dataclass(slots=True)
+class OpenPart:
+    """Events of one (project, hour) not yet sealed. Not thread-safe; owned by the store."""
+
+    project_id: int
+    hour: int
+    block_bytes: int
+    members: list[bytes] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    size: int = 0
+    crc: int = 0
+    raw_bytes: int = 0
+    events: int = 0
+    min_time: str = ""
+    max_time: str = ""
+    first_lsn: int = 0
+    max_lsn: int = 0
+    _lines: list[bytes] = field(default_factory=list)
+    _line_bytes: int = 0
+    _users: dict[int, _UserAcc] = field(default_factory=dict)
+
+    def add(
+        self, line: bytes, amplitude_id: int, user_id: str | None, upload_time: str, lsn: int
+    ) -> None:
+        """Append one record (without its newline)."""
+        self._lines.append(line)
+        self._line_bytes += len(line) + 1
+        self.raw_bytes += len(line) + 1
+        self.events += 1
+        if not self.min_time or upload_time < self.min_time:
+            self.min_time = upload_time
+        if upload_time > self.max_time:
+            self.max_time = upload_time
+        if lsn:
+            self.first_lsn = self.first_lsn or lsn
+            self.max_lsn = max(self.max_lsn, lsn)
+        acc = self._users.get(amplitude_id)
+        if acc is None:
+            acc = self._users[amplitude_id] = _UserAcc(user_id)
+        elif user_id and not acc.user_id:
+            acc.user_id = user_id
+        block = len(self.members)
+        if not acc.blocks or acc.blocks[-1] != block:
+            acc.blocks.append(block)
+        acc.events += 1
+        if self._line_bytes >= self.block_bytes:
+            self._close_block()
+
+    def _close_block(self) -> None:
+        if not self._lines:
+            return
+        self._lines.append(b"")
+        member = igzip.compress(b"\n".join(self._lines), compresslevel=COMPRESS_LEVEL, mtime=0)
+        self._lines = []
+        self._line_bytes = 0
+        self.offsets.append(self.size)
+        self.members.append(member)
+        self.size += len(member)
+        self.crc = zlib.crc32(member, self.crc)
+
+    def seal(self, seq: int) -> tuple[Part, bytes, list[IndexEntry]]:
+        """Finish the last block; return the part record, its bytes and its user-index entries."""
+        self._close_block()
+        part = Part(
+            project_id=self.project_id,
+            hour=self.hour,
+            seq=seq,
+            size=self.size,
+            crc32=self.crc,
+            events=self.events,
+            min_time=self.min_time,
+            max_time=self.max_time,
+            max_lsn=self.max_lsn,
+            block_offsets=tuple(self.offsets),
+        )
+        entries = [
+            IndexEntry(aid, acc.user_id, tuple(acc.blocks), acc.events)
+            for aid, acc in self._users.items()
+        ]
+        return part, b"".join(self.members), entries
+
+
+def iter_block_lines(data: bytes) -> Iterator[bytes]:
+    """The NDJSON lines (without newlines) of one or more whole gzip members."""
+    raw: bytes = igzip.decompress(data)  # type: ignore[no-untyped-call]
+    for line in raw.split(b"\n"):
+        if line:
+            yield line
+
+
+def record_keys(line: bytes) -> tuple[int, str | None, str]:
+    """(amplitude_id, user_id, server_upload_time) of one stored record."""
+    record = orjson.loads(line)
+    return int(record.get("amplitude_id") or 0), record.get("user_id"), record["server_upload_time"]

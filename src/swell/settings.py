@@ -1,0 +1,93 @@
+"""Every knob swell has: one declaration drives the environment (SWELL_<NAME>) and the docs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from swell.errors import ConfigError
+
+
+def setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every knob swell has. Read from SWELL_* environment variables, then defaults."""
+
+    data_dir: Path = setting(Path("./var"), "Where the embedded backends keep their files")  # noqa: RUF009
+    host: str = setting("127.0.0.1", "Interface to listen on")
+    port: int = setting(8080, "Port to listen on")
+    trust_forwarded_for: bool = setting(
+        False, "Take the client address for ip=$remote from X-Forwarded-For (behind a proxy only)"
+    )
+    part_max_bytes: int = setting(
+        128 * 1024 * 1024, "Uncompressed size at which an open hourly part is sealed early"
+    )
+    block_bytes: int = setting(
+        256 * 1024, "Uncompressed bytes of whole lines per gzip member inside a part"
+    )
+    seal_check_seconds: float = setting(5.0, "How often the sealer looks for hours that have ended")
+    export_max_bytes: int = setting(
+        4 * 1024**3, "Largest export archive served; larger ranges answer 400"
+    )
+    dsar_result_ttl_seconds: int = setting(
+        2 * 24 * 3600, "How long DSAR outputs stay downloadable after the job is done"
+    )
+    dsar_max_events_per_month: int = setting(
+        100_000, "A DSAR fails when the user has more events than this in one month"
+    )
+    dsar_cost_per_hour: int = setting(
+        14_400, "DSAR budget per org per rolling hour (POST costs 8, GET costs 1)"
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
+        """Build settings from SWELL_* variables; explicit overrides (e.g. CLI flags) win."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f"SWELL_{f.name.upper()}"
+            if f.name in overrides and overrides[f.name] is not None:
+                values[f.name] = overrides[f.name]
+            elif name in environ:
+                values[f.name] = _convert(name, environ[name], f.default)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _convert(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            value = int(raw)
+            if value < 0:
+                raise ValueError(raw)
+            return value
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        return raw
+    except ValueError:
+        kind = type(default).__name__
+        raise ConfigError(f"{name} has value {raw!r}. Not a valid {kind}.") from None
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(environment variable, default, help) of every setting, for the docs."""
+    return [
+        (f"SWELL_{f.name.upper()}", str(f.default), str(f.metadata["help"]))
+        for f in fields(Settings)
+    ]

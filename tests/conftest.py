@@ -1,0 +1,152 @@
+"""Shared fixtures: settings on a temp data dir, the app in process, a live server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from swell.api.app import create_app
+from swell.auth import new_credentials
+from swell.settings import Settings
+
+
+@dataclass(frozen=True)
+class Keys:
+    org_id: int
+    org_key: str
+    org_secret: str
+    project_id: int
+    api_key: str
+    secret_key: str
+
+    @property
+    def export_auth(self) -> tuple[str, str]:
+        return (self.api_key, self.secret_key)
+
+    @property
+    def org_auth(self) -> tuple[str, str]:
+        return (self.org_key, self.org_secret)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    # The sealer runs rarely in tests: sealing is driven by exports and shutdown.
+    return Settings(data_dir=tmp_path / "data", seal_check_seconds=3600)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def create_keys(client: TestClient, org_name: str = "acme") -> Keys:
+    """A fresh org with one project, created through the running app's metadata store."""
+    meta = client.app.state.swell.store.meta  # type: ignore[attr-defined]
+    org, project = new_credentials(), new_credentials()
+    assert client.portal is not None
+    org_id = client.portal.call(meta.create_org, org_name, org.api_key, org.secret_hash)
+    project_id = client.portal.call(
+        meta.create_project, f"{org_name}-web", org_id, project.api_key, project.secret_hash
+    )
+    return Keys(
+        org_id, org.api_key, org.secret_key, project_id, project.api_key, project.secret_key
+    )
+
+
+@pytest.fixture
+def keys(client: TestClient) -> Keys:
+    return create_keys(client)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_cli(*args: str, data_dir: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "swell", *args, "--data-dir", str(data_dir)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+class LiveServer:
+    """``swell serve`` in its own process, on a free loopback port."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> LiveServer:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                *("-m", "swell", "serve", "--data-dir", str(self.data_dir)),
+                *("--port", str(self.port)),
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"swell serve exited with {self.proc.returncode}: {err}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("swell serve did not become healthy within 60 s")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+@pytest.fixture
+def live_keys(tmp_path: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    data_dir = tmp_path / "live"
+    org = run_cli("org", "create", "acme", data_dir=data_dir)
+    project = run_cli("project", "create", "web", "--org", str(org["org_id"]), data_dir=data_dir)
+    return data_dir, org, project
+
+
+@pytest.fixture
+def live_server(live_keys: tuple[Path, dict[str, Any], dict[str, Any]]) -> Iterator[LiveServer]:
+    server = LiveServer(live_keys[0]).start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.terminate()
