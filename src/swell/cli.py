@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -95,6 +96,11 @@ def _serve(settings: Settings) -> None:
     from swell.api.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT (the lifespan seals every open part), then
+    # re-raises the signal to the handler it found. With the default handlers the process would
+    # then die by SIGTERM (exit -15) or print a KeyboardInterrupt traceback; exit 0 instead.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_after_shutdown)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -103,6 +109,10 @@ def _serve(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+
+
+def _exit_after_shutdown(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @org_app.command("create")

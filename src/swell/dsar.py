@@ -33,6 +33,7 @@ from swell.backends.base import BlobStore, DsarRequest, DsarStore, Job, KeyStore
 from swell.errors import BadRequest, NotFound
 from swell.model import Part, UserBlocks, hour_of
 from swell.parts import iter_block_lines
+from swell.settings import Settings
 
 logger = logging.getLogger("swell.dsar")
 
@@ -160,7 +161,9 @@ class _Writer:
 
     def add(self, line: bytes) -> None:
         self.events += 1
-        self.chunks.append(self.compressor.compress(line + b"\n"))
+        chunk = self.compressor.compress(line + b"\n")
+        if chunk:
+            self.chunks.append(chunk)
 
     def finish(self) -> bytes:
         self.chunks.append(self.compressor.flush())
@@ -188,6 +191,25 @@ class Dsar:
         self.max_events_per_month = max_events_per_month
         self.clock = clock
         self.seal = seal
+
+    @classmethod
+    def from_settings(
+        cls,
+        meta: DsarMetadata,
+        blobs: BlobStore,
+        settings: Settings,
+        *,
+        clock: Clock,
+        seal: Sealer | None = None,
+    ) -> Dsar:
+        return cls(
+            meta,
+            blobs,
+            ttl_seconds=settings.dsar_result_ttl_seconds,
+            max_events_per_month=settings.dsar_max_events_per_month,
+            clock=clock,
+            seal=seal,
+        )
 
     # -- API -------------------------------------------------------------------------------------
 
@@ -227,7 +249,8 @@ class Dsar:
         """Run one claimed job to its end state (done or failed). Raises to have it retried."""
         request = await self.meta.get_dsar(job.ref)
         if request is None or request.status in {"done", "failed"}:
-            return  # already finished by an earlier attempt whose claim was not closed
+            await self.meta.complete_job(job.id)  # nothing left to do
+            return
         await self.meta.start_dsar(request.id)
         try:
             outputs = await self.collect(request)
@@ -277,41 +300,59 @@ class Dsar:
         """
         start, end = request.start_date, request.end_date
         start_hour = hour_of(datetime.fromisoformat(start).replace(tzinfo=UTC))
-        now_hour = hour_of(self.clock())
+        # Events are filed by server_upload_time, which is >= event_time: seal from the first
+        # day's hour to now (or to the last day's end, should the clock be behind the data).
+        end_hour = hour_of(datetime.fromisoformat(end).replace(tzinfo=UTC)) + 23
+        seal_until = max(hour_of(self.clock()), end_hour) + 1
         projects = await self.meta.org_projects(request.org_id)
         writers: dict[tuple[int, str], _Writer] = {}
         for project_id in projects:
-            if self.seal is not None and start_hour <= now_hour + 1:
-                # Events are filed by server_upload_time, which is >= event_time.
-                await asyncio.shield(self.seal(project_id, start_hour, now_hour + 1))
+            if self.seal is not None:
+                # Shielded: a cancelled seal must not drop the parts it has detached.
+                await asyncio.shield(self.seal(project_id, start_hour, seal_until))
             amplitude_ids = await self._amplitude_ids(project_id, request)
             if not amplitude_ids:
                 continue
             located = await self.meta.user_blocks(project_id, sorted(amplitude_ids))
             for part_name, (begin, stop) in _reads(located):
                 data = await self.blobs.read(part_name, begin, stop)
-                for line in iter_block_lines(data):
-                    record = orjson.loads(line)
-                    if record.get("amplitude_id") not in amplitude_ids:
-                        continue
-                    day = str(record.get("event_time") or "")[:10]
-                    if not start <= day <= end:
-                        continue
-                    key = (project_id, day[:7])
-                    writer = writers.get(key)
-                    if writer is None:
-                        writer = writers[key] = _Writer()
-                    writer.add(line)
-                    if writer.events > self.max_events_per_month:
-                        raise DsarFailed(
-                            f"The user has more than {self.max_events_per_month} events in "
-                            f"{day[:7]} in project {project_id}; users with more than "
-                            f"{self.max_events_per_month} events per month are not supported"
-                        )
+                # Decompressing, parsing and recompressing are CPU work: keep them off the loop.
+                await asyncio.to_thread(
+                    self._scan, data, project_id, amplitude_ids, start, end, writers
+                )
         return [
-            _Output(project_id, month, writers[(project_id, month)].finish(), w.events)
+            _Output(project_id, month, w.finish(), w.events)
             for (project_id, month), w in sorted(writers.items())
         ]
+
+    def _scan(
+        self,
+        data: bytes,
+        project_id: int,
+        amplitude_ids: set[int],
+        start: str,
+        end: str,
+        writers: dict[tuple[int, str], _Writer],
+    ) -> None:
+        """Add the user's lines in [start, end] (event_time days) from whole gzip members."""
+        for line in iter_block_lines(data):
+            record = orjson.loads(line)
+            if record.get("amplitude_id") not in amplitude_ids:
+                continue
+            day = str(record.get("event_time") or "")[:10]
+            if not start <= day <= end:
+                continue
+            key = (project_id, day[:7])
+            writer = writers.get(key)
+            if writer is None:
+                writer = writers[key] = _Writer()
+            writer.add(line)
+            if writer.events > self.max_events_per_month:
+                raise DsarFailed(
+                    f"The user has more than {self.max_events_per_month} events in "
+                    f"{day[:7]} in project {project_id}; users with more than "
+                    f"{self.max_events_per_month} events per month are not supported"
+                )
 
     async def _amplitude_ids(self, project_id: int, request: DsarRequest) -> set[int]:
         ids: set[int] = set()

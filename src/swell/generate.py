@@ -26,6 +26,7 @@ from array import array
 from bisect import bisect
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate, chain
 from typing import Any
 
 from swell.model import DICT_KEYS, EPOCH, EXPORT_KEYS
@@ -42,8 +43,8 @@ SKEW_THRESHOLD_MS = 60 * 1000
 _DAY_MS = 86_400_000
 _HOUR_MS = 3_600_000
 _BASE: dict[str, Any] = {key: ({} if key in DICT_KEYS else None) for key in EXPORT_KEYS}
-_HMS = [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}." for s in range(86_400)]
-_MICROS = [f"{ms:03d}000" for ms in range(1000)]
+_HOURS_MINUTES = [f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440)]
+_TAILS = [f"{ms // 1000:02d}.{ms % 1000:03d}000" for ms in range(60_000)]  # "SS.ffffff"
 _MASK128 = (1 << 128) - 1
 #: Hex digit → the RFC 4122 variant digit (8-b) keeping its two low bits.
 _VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
@@ -273,7 +274,7 @@ def _generate(
     pick_user = population.pick
     ts = _timestamp_formatter()
     kinds = [kind for _, kind in _EVENT_TYPES]
-    kind_cum = _cumulative(weight for weight, _ in _EVENT_TYPES)
+    kind_cum = list(accumulate(weight for weight, _ in _EVENT_TYPES))
     kind_total = kind_cum[-1]
     properties = _PROPERTIES
     start_session = "[Amplitude] Start Session"
@@ -290,10 +291,11 @@ def _generate(
     slots = max(1, int((1 - _STAY) * events / (days * 72)))
     oldest = 0
 
-    for upload_ms in _upload_times(rng, events, days, end_ms):
+    stay = _STAY
+    for upload_ms in chain.from_iterable(_upload_hours(rng, events, days, end_ms)):
         r = rand()
-        if r < _STAY and active:
-            template, device, sdk, skew_ms = active[int(r * len(active) / _STAY)]
+        if r < stay and active:
+            template, device, sdk, skew_ms = active[int(r * len(active) / stay)]
         else:
             visit = template, device, sdk, skew_ms = pick_user(rand(), rand())
             if len(active) < slots:
@@ -352,12 +354,11 @@ def _generate(
         yield record
 
 
-def _upload_times(rng: random.Random, events: int, days: int, end_ms: int) -> Iterator[int]:
-    """Yield ``events`` sorted upload times (epoch ms) in ``[end_ms - days, end_ms)``.
+def _upload_hours(rng: random.Random, events: int, days: int, end_ms: int) -> Iterator[list[int]]:
+    """Yield, hour by hour, the sorted upload times (epoch ms) of ``events`` events.
 
-    Draws the sorted sample of uniforms one at a time (the next of ``k`` remaining uniforms above
-    ``u`` is ``u + (1 - u) * (1 - U ** (1 / k))``), then maps it through the cumulative volume
-    curve, which is monotone, so the order survives.
+    The hours run over ``[end_ms - days, end_ms)``; each gets its share of the events from a
+    day/night and weekday/weekend curve with some noise.
     """
     start_ms = end_ms - days * _DAY_MS
     hours = days * 24
@@ -367,42 +368,35 @@ def _upload_times(rng: random.Random, events: int, days: int, end_ms: int) -> It
         daily = 0.25 + max(0.0, 1.0 - abs(moment.hour - 15) / 9.0)  # peak at 15:00 UTC
         weekly = 0.7 if moment.weekday() >= 5 else 1.0
         weights.append(daily * weekly * (0.85 + 0.3 * rng.random()))
-    cum = _cumulative(weights)
-    total = cum[-1]
+    cum = list(accumulate(weights))
     rand = rng.random
-    u = 0.0
-    hour = 0
-    for remaining in range(events, 0, -1):
-        u += (1.0 - u) * (1.0 - rand() ** (1.0 / remaining))
-        mass = u * total
-        while hour < hours - 1 and cum[hour] <= mass:
-            hour += 1
-        before = cum[hour - 1] if hour else 0.0
-        within = (mass - before) / (cum[hour] - before)
-        ms = start_ms + hour * _HOUR_MS + int(within * _HOUR_MS)
-        yield ms if ms < end_ms else end_ms - 1
+    done = 0
+    for h in range(hours):
+        upto = round(events * cum[h] / cum[-1]) if h < hours - 1 else events
+        base = start_ms + h * _HOUR_MS
+        yield sorted([base + int(rand() * _HOUR_MS) for _ in range(upto - done)])
+        done = upto
 
 
 def _timestamp_formatter() -> Callable[[int], str]:
     """Format epoch ms as ``YYYY-MM-DD HH:MM:SS.ffffff``, far faster than ``strftime``."""
     dates: dict[int, str] = {}
-    seconds: dict[int, str] = {}  # a record's times mostly share a second
-    micros = _MICROS
-    hms = _HMS
+    prefixes: dict[int, str] = {}  # minute -> "YYYY-MM-DD HH:MM:"
+    tails = _TAILS
 
-    def prefix(second: int) -> str:
-        if len(seconds) >= 4096:
-            seconds.clear()
-        day, in_day = divmod(second, 86_400)
+    def prefix(minute: int) -> str:
+        if len(prefixes) >= 4096:
+            prefixes.clear()
+        day, in_day = divmod(minute, 1440)
         date = dates.get(day)
         if date is None:
             date = dates[day] = f"{EPOCH + timedelta(days=day):%Y-%m-%d} "
-        text = seconds[second] = date + hms[in_day]
+        text = prefixes[minute] = date + _HOURS_MINUTES[in_day]
         return text
 
     def format_ms(ms: int) -> str:
-        second = ms // 1000
-        return (seconds.get(second) or prefix(second)) + micros[ms - second * 1000]
+        minute = ms // 60_000
+        return (prefixes.get(minute) or prefix(minute)) + tails[ms - minute * 60_000]
 
     return format_ms
 
@@ -426,11 +420,11 @@ class _Population:
 
     def __init__(self, project_id: int, users: int, seed: int) -> None:
         rng = random.Random(f"{seed}/population")
-        self._cum = _cumulative(1.0 / rank**ZIPF_S for rank in range(1, users + 1))
+        self._cum = array("d", accumulate(1.0 / rank**ZIPF_S for rank in range(1, users + 1)))
         self._total = self._cum[-1]
         self._last = users - 1
-        self._device_cum = _cumulative(weight for weight, _ in _DEVICES)
-        self._place_cum = _cumulative(place[0] for place in _PLACES)
+        self._device_cum = list(accumulate(weight for weight, _ in _DEVICES))
+        self._place_cum = list(accumulate(place[0] for place in _PLACES))
         self._personas = [self._persona(rng, project_id) for _ in range(min(users, self._PERSONAS))]
         self._genes = rng.randbytes(self._GENE * users)
         self._cache: list[list[_Device] | None] = [None] * min(users, self._CACHED_USERS)
@@ -528,15 +522,6 @@ class _Population:
                 skew_ms = int((70_000 + rand() * 3 * _HOUR_MS) * (1 if rand() < 0.5 else -1))
             protos.append((proto, sdk, skew_ms))
         return identified, protos
-
-
-def _cumulative(weights: Any) -> list[float]:
-    cum: list[float] = []
-    total = 0.0
-    for weight in weights:
-        total += weight
-        cum.append(total)
-    return cum
 
 
 def _uuid4(n: int) -> str:

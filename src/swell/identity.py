@@ -74,7 +74,8 @@ class Identity:
         events: Sequence[Mapping[str, Any]],
         now: datetime,
     ) -> None:
-        """Load whatever these events need that is not cached yet (one metadata round trip)."""
+        """Load whatever these events (or identify / group identify calls) need that is not
+        cached yet, in one metadata round trip."""
         users: set[str] = set()
         devices: set[str] = set()
         aids: set[int] = set()
@@ -94,7 +95,11 @@ class Identity:
                 key = dedup_key(did if isinstance(did, str) else None, insert_id)
                 if (project_id, key) not in self._dedup:
                     dedup.add(key)
-            for gtype, gvalues in _group_pairs(event.get("groups")):
+            pairs = _group_pairs(event.get("groups"))
+            gtype, gvalue = event.get("group_type"), event.get("group_value")
+            if gtype is not None and gvalue is not None:  # a /groupidentify identification
+                pairs = [*pairs, (str(gtype), [str(gvalue)])]
+            for gtype, gvalues in pairs:
                 for gvalue in gvalues:
                     if (project_id, gtype, gvalue) not in self._groups:
                         groups.add((gtype, gvalue))
@@ -160,7 +165,10 @@ class Identity:
                 amplitude_id=aid,
                 user_properties=state,
                 group_properties=group_props,
-                event_id=event_id if isinstance(event_id, int) else int(uuid[:8], 16) >> 2,
+                # Validated as a finite number: 7.0 is event 7, as session_id is truncated too.
+                event_id=(
+                    int(event_id) if isinstance(event_id, (int, float)) else int(uuid[:8], 16) >> 2
+                ),
                 uuid=uuid,
                 processed=ctx.server_upload,
                 user_properties_updated=updated,
@@ -236,7 +244,10 @@ class Identity:
         return orjson.dumps({"users": users, "devices": devices, "props": props})
 
     def group_identify(self, project: int, identifications: Sequence[Mapping[str, Any]]) -> bytes:
-        """Apply /groupidentify calls; returns the STATE frame body that replays them."""
+        """Apply /groupidentify calls; returns the STATE frame body that replays them.
+
+        Call ``prepare`` for the same identifications first, or saved group state is overwritten.
+        """
         groups = []
         for ident in identifications:
             gkey = (project, str(ident["group_type"]), str(ident["group_value"]))

@@ -109,7 +109,10 @@ def _read_stream(where: str, raw: IO[bytes]) -> Iterator[tuple[bytes, dict[str, 
                 if text:
                     yield _parse(where, lineno, text)
     except _CORRUPT as exc:
-        raise BadRequest(f"{where}:{lineno + 1}: corrupt {kind}: {exc}") from exc
+        # Reads are buffered, so the damage is somewhere after the last line handed out.
+        if isinstance(exc, zipfile.BadZipFile):
+            kind = "zip member"
+        raise BadRequest(f"{where}: corrupt {kind} after line {lineno}: {exc}") from exc
 
 
 def _parse(where: str, lineno: int, text: bytes) -> tuple[bytes, dict[str, Any]]:

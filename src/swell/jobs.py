@@ -50,7 +50,7 @@ def backoff(attempts: int) -> timedelta:
     """Delay before the next attempt: none after the first failure, then 2, 4, 8... seconds."""
     if attempts <= 1:
         return timedelta(0)
-    return min(MAX_BACKOFF, timedelta(seconds=2 ** (attempts - 1)))
+    return min(MAX_BACKOFF, timedelta(seconds=2 ** min(attempts - 1, 20)))
 
 
 class Worker:

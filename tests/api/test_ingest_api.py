@@ -15,8 +15,10 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from swell.api.app import create_app
 from swell.model import EXPORT_KEYS, parse_ts
-from tests.conftest import Keys
+from swell.settings import Settings
+from tests.conftest import Keys, create_keys
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -342,8 +344,6 @@ def test_known_user_logging_in_on_an_anonymous_device_keeps_their_id(
 
 
 def test_identity_is_per_project(client: TestClient, keys: Keys) -> None:
-    from tests.conftest import create_keys
-
     other = create_keys(client, "globex")
     post(client, keys, [{"user_id": "alice", "event_type": "a", "insert_id": "1"}])
     post(client, other, [{"user_id": "alice", "event_type": "a", "insert_id": "1"}])
@@ -582,3 +582,133 @@ def test_healthz(client: TestClient) -> None:
     resp = client.get("/healthz")
     assert resp.status_code == 200
     assert resp.json()["status"] == "ok"
+
+
+def restarted(client: TestClient) -> TestClient:
+    """Close the app (sealing everything) and open a new one on the same data directory."""
+    settings = client.app.state.swell.settings  # type: ignore[attr-defined]
+    client.__exit__(None, None, None)
+    return TestClient(create_app(settings), raise_server_exceptions=False).__enter__()
+
+
+def test_group_identify_after_a_restart_updates_the_saved_group_state(
+    client: TestClient, keys: Keys
+) -> None:
+    group = {"group_type": "org", "group_value": "acme"}
+    identify_form(
+        client,
+        "/groupidentify",
+        keys.api_key,
+        {**group, "group_properties": {"$set": {"size": 10, "tier": "gold"}}},
+    )
+    client = restarted(client)
+    try:
+        resp = identify_form(
+            client,
+            "/groupidentify",
+            keys.api_key,
+            {**group, "group_properties": {"$add": {"size": 5}}},
+        )
+        assert (resp.status_code, resp.text) == (200, "success")
+        post(
+            client,
+            keys,
+            [
+                {
+                    "user_id": "group-user",
+                    "event_type": "e",
+                    "insert_id": "1",
+                    "groups": {"org": "acme"},
+                }
+            ],
+        )
+        [row] = exported(client, keys)
+        assert row["group_properties"] == {"org": {"acme": {"size": 15, "tier": "gold"}}}
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_identify_after_a_restart_updates_the_saved_user_state(
+    client: TestClient, keys: Keys
+) -> None:
+    post(
+        client,
+        keys,
+        [
+            {
+                "user_id": "saved-user",
+                "event_type": "e",
+                "insert_id": "1",
+                "user_properties": {"$set": {"visits": 1, "plan": "free"}},
+            }
+        ],
+    )
+    client = restarted(client)
+    try:
+        identify_form(
+            client,
+            "/identify",
+            keys.api_key,
+            {"user_id": "saved-user", "user_properties": {"$add": {"visits": 1}}},
+        )
+        post(
+            client,
+            keys,
+            [
+                {"user_id": "saved-user", "event_type": "e", "insert_id": "2"},
+                {"user_id": "saved-user", "event_type": "e", "insert_id": "1"},
+            ],
+        )
+        rows = by_insert_id(exported(client, keys))
+        assert sorted(rows) == ["1", "2"]  # the retried insert_id is still a duplicate
+        assert rows["2"]["user_properties"] == {"visits": 2, "plan": "free"}
+        assert rows["2"]["amplitude_id"] == rows["1"]["amplitude_id"]
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_response_server_upload_time_is_the_stored_one(client: TestClient, keys: Keys) -> None:
+    resp = post(client, keys, [{"user_id": "user-0001", "event_type": "e", "insert_id": "1"}])
+    [row] = exported(client, keys)
+    stored = ts(row["server_upload_time"])
+    assert resp.json()["server_upload_time"] == int(stored.timestamp() * 1000)
+
+
+def test_numeric_ids_sent_as_floats_are_kept(client: TestClient, keys: Keys) -> None:
+    post(
+        client,
+        keys,
+        [
+            {
+                "user_id": "user-0001",
+                "event_type": "e",
+                "insert_id": "1",
+                "event_id": 7.0,
+                "session_id": 1_751_387_600_000.0,
+            }
+        ],
+    )
+    [row] = exported(client, keys)
+    assert (row["event_id"], row["session_id"]) == (7, 1_751_387_600_000)
+    assert type(row["event_id"]) is int
+    assert type(row["session_id"]) is int
+
+
+@pytest.mark.parametrize(("trust", "expected"), [(False, "testclient"), (True, "198.51.100.4")])
+def test_remote_ip_uses_x_forwarded_for_only_when_trusted(
+    settings: Settings, trust: bool, expected: str
+) -> None:
+    with TestClient(create_app(settings.replace(trust_forwarded_for=trust))) as client:
+        keys = create_keys(client)
+        body = orjson.dumps(
+            {
+                "api_key": keys.api_key,
+                "events": [{"user_id": "user-0001", "event_type": "e", "ip": "$remote"}],
+            }
+        )
+        resp = client.post(
+            "/2/httpapi", content=body, headers={"X-Forwarded-For": "198.51.100.4, 10.0.0.1"}
+        )
+        assert resp.status_code == 200
+        [row] = exported(client, keys)
+    assert row["ip_address"] == expected

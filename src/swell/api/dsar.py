@@ -58,16 +58,10 @@ def _utcnow() -> datetime:
 def start(app: Starlette, store: Store) -> DsarService:
     """Build the DSAR service on an open store and start its worker."""
     clock: Clock = getattr(app.state, "clock", None) or _utcnow
-    settings = store.settings
-    dsar = Dsar(
-        store.meta,
-        store.blobs,
-        ttl_seconds=settings.dsar_result_ttl_seconds,
-        max_events_per_month=settings.dsar_max_events_per_month,
-        clock=clock,
-        seal=store.seal_project,
+    dsar = Dsar.from_settings(
+        store.meta, store.blobs, store.settings, clock=clock, seal=store.seal_project
     )
-    limiter = CostLimiter(settings.dsar_cost_per_hour, clock=clock)
+    limiter = CostLimiter(store.settings.dsar_cost_per_hour, clock=clock)
     worker = Worker(store.meta, [dsar], clock=clock, name="serve")
     service = DsarService(dsar, limiter, worker)
     app.state.dsar = service
@@ -134,7 +128,10 @@ async def _body(request: Request) -> dict[str, Any]:
         text = raw.decode()
     except UnicodeDecodeError:
         raise BadRequest("Request body is not UTF-8") from None
-    return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=16))
+    try:
+        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=16))
+    except ValueError:  # more than max_num_fields fields
+        raise BadRequest("Too many form fields") from None
 
 
 def _status(request: Request, found: DsarRequest) -> dict[str, Any]:
@@ -158,10 +155,7 @@ def _status(request: Request, found: DsarRequest) -> dict[str, Any]:
 
 async def create_request(request: Request) -> Response:
     principal = await _authorize(request, POST_COST)
-    try:
-        params = parse_params(await _body(request))
-    except ValueError:  # parse_qsl: more than max_num_fields fields
-        raise BadRequest("Too many form fields") from None
+    params = parse_params(await _body(request))
     service = _service(request)
     created = await service.dsar.create(principal.org_id, params)
     service.worker.wake()

@@ -220,6 +220,10 @@ class JobQueue(Protocol):
         """Give a failed attempt back to the queue, due at ``run_after``."""
         ...
 
+    async def complete_job(self, job_id: int) -> None:
+        """Close a job whose work needs nothing more (e.g. found already finished)."""
+        ...
+
 
 class DsarStore(JobQueue, Protocol):
     async def create_dsar(

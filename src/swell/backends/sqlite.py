@@ -629,6 +629,13 @@ class SQLiteMetadata:
 
         await self._run(run)
 
+    async def complete_job(self, job_id: int) -> None:
+        def run() -> None:
+            with self._tx() as db:
+                db.execute("UPDATE jobs SET status = 'done' WHERE id = ?", (job_id,))
+
+        await self._run(run)
+
 
 def _loads(blob: bytes) -> dict[str, Any]:
     import orjson

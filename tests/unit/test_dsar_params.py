@@ -1,0 +1,75 @@
+"""DSAR create-request validation and the read planner (which blocks, in how many reads)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from swell.dsar import MAX_READ_BYTES, _reads, coalesce, parse_params
+from swell.errors import BadRequest
+from swell.model import Part, UserBlocks
+
+DATES = {"startDate": "2024-01-01", "endDate": "2024-01-31"}
+
+
+def test_amplitude_id_accepts_integers_and_numeric_strings():
+    assert parse_params({"amplitudeId": 42, **DATES}).amplitude_id == 42
+    assert parse_params({"amplitudeId": " 42 ", **DATES}).amplitude_id == 42
+
+
+def test_empty_values_count_as_absent():
+    params = parse_params({"userId": "alice", "amplitudeId": "", **DATES})
+    assert (params.user_id, params.amplitude_id) == ("alice", None)
+
+
+def test_both_ids_may_be_given():
+    params = parse_params({"userId": "alice", "amplitudeId": 7, **DATES})
+    assert (params.user_id, params.amplitude_id) == ("alice", 7)
+
+
+def test_one_day_range_is_allowed():
+    params = parse_params({"userId": "a", "startDate": "2024-02-29", "endDate": "2024-02-29"})
+    assert (params.start_date, params.end_date) == ("2024-02-29", "2024-02-29")
+
+
+@pytest.mark.parametrize("value", ["2024-1-01", "2024-01-01T00:00", "", None, 5, "yesterday"])
+def test_start_date_must_be_a_calendar_date(value):
+    with pytest.raises(BadRequest) as caught:
+        parse_params({"userId": "a", "startDate": value, "endDate": "2024-01-02"})
+    assert caught.value.extra == {"field": "startDate"}
+
+
+def part(offsets: tuple[int, ...], size: int, hour: int = 10, seq: int = 0) -> Part:
+    return Part(1, hour, seq, size, 0, 0, "", "", 0, offsets)
+
+
+def test_reads_coalesce_adjacent_blocks_and_read_shared_blocks_once():
+    p = part((0, 100, 250, 400, 600), 900)
+    located = [
+        UserBlocks(1, 10, p, (0, 1, 3), 3),
+        UserBlocks(1, 11, p, (1, 4), 2),  # block 1 is shared by both ids
+    ]
+    assert _reads(located) == [(p.name, (0, 250)), (p.name, (400, 900))]
+
+
+def test_reads_follow_part_order():
+    late, early = part((0,), 10, hour=12), part((0,), 20, hour=11)
+    located = [UserBlocks(1, 10, late, (0,), 1), UserBlocks(1, 10, early, (0,), 1)]
+    assert [name for name, _ in _reads(located)] == [early.name, late.name]
+
+
+@given(st.lists(st.integers(1, 3 * 1024 * 1024), min_size=1, max_size=30), st.data())
+def test_coalesce_covers_exactly_the_wanted_blocks_in_bounded_reads(sizes, data):
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    blocks = [(offsets[i], offsets[i] + sizes[i]) for i in range(len(sizes))]
+    wanted = sorted(data.draw(st.sets(st.sampled_from(range(len(blocks))), min_size=1)))
+    chosen = [blocks[i] for i in wanted]
+    merged = coalesce(chosen)
+    # Every wanted block lies in exactly one read, and reads hold nothing else.
+    for start, stop in chosen:
+        assert sum(1 for a, b in merged if a <= start and stop <= b) == 1
+    assert sum(b - a for a, b in merged) == sum(b - a for a, b in chosen)
+    assert all(merged[i][1] <= merged[i + 1][0] for i in range(len(merged) - 1))
+    # A read spans several blocks only while it stays within MAX_READ_BYTES.
+    for a, b in merged:
+        assert b - a <= MAX_READ_BYTES or (a, b) in chosen

@@ -1,0 +1,128 @@
+"""The job queue in SQLite and the worker loop that drives DSAR jobs: claim, retry, give up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from swell.backends.base import Job
+from swell.backends.sqlite import SQLiteMetadata
+from swell.jobs import Worker, backoff
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def meta(tmp_path: Path) -> AsyncIterator[SQLiteMetadata]:
+    db = SQLiteMetadata(tmp_path / "meta.db")
+    await db.create_org("acme", "k" * 32, "h")
+    yield db
+    await db.aclose()
+
+
+class Handler:
+    kind = "dsar"
+
+    def __init__(self, meta: SQLiteMetadata, failures: int = 0) -> None:
+        self.meta = meta
+        self.failures = failures
+        self.runs: list[Job] = []
+        self.given_up: list[tuple[int, str]] = []
+
+    async def run(self, job: Job) -> None:
+        self.runs.append(job)
+        if len(self.runs) <= self.failures:
+            raise RuntimeError("boom")
+        await self.meta.finish_dsar(job.id, job.ref, 0, T0 + timedelta(days=2))
+
+    async def give_up(self, job: Job, reason: str) -> None:
+        self.given_up.append((job.id, reason))
+        await self.meta.fail_dsar(job.id, job.ref, reason)
+
+    async def housekeep(self) -> None:
+        return None
+
+
+async def test_a_job_is_claimed_once(meta):
+    created = await meta.create_dsar(1, "alice", None, "2024-01-01", "2024-01-02", T0)
+    claims = await asyncio.gather(*(meta.claim_job(f"w{i}", T0) for i in range(5)))
+    claimed = [c for c in claims if c is not None]
+    assert claimed == [Job(claimed[0].id, "dsar", created.id, 1)]
+
+
+async def test_a_job_is_not_claimed_before_it_is_due(meta):
+    await meta.create_dsar(1, "alice", None, "2024-01-01", "2024-01-02", T0)
+    assert await meta.claim_job("w", T0 - timedelta(seconds=1)) is None
+    assert await meta.claim_job("w", T0) is not None
+
+
+async def test_running_jobs_are_requeued_at_start_and_count_attempts(meta):
+    await meta.create_dsar(1, "alice", None, "2024-01-01", "2024-01-02", T0)
+    first = await meta.claim_job("dead", T0)
+    assert await meta.claim_job("w", T0) is None
+    assert await meta.requeue_running_jobs() == 1
+    again = await meta.claim_job("w", T0)
+    assert again is not None
+    assert (again.id, again.attempts) == (first.id, 2)
+
+
+async def test_failed_attempts_are_retried_then_succeed(meta):
+    created = await meta.create_dsar(1, "alice", None, "2024-01-01", "2024-01-02", T0)
+    clock = Clock()
+    handler = Handler(meta, failures=2)
+    worker = Worker(meta, [handler], clock=clock)
+    assert await worker.run_pending() == 2  # the first retry is immediate, the next is not
+    assert (await meta.get_dsar(created.id)).status == "staging"
+    clock.now += backoff(2)
+    assert await worker.run_pending() == 1
+    done = await meta.get_dsar(created.id)
+    assert (done.status, [j.attempts for j in handler.runs]) == ("done", [1, 2, 3])
+
+
+async def test_a_job_that_keeps_failing_is_given_up(meta):
+    created = await meta.create_dsar(1, "alice", None, "2024-01-01", "2024-01-02", T0)
+    clock = Clock()
+    handler = Handler(meta, failures=99)
+    worker = Worker(meta, [handler], clock=clock, max_attempts=3)
+    for _ in range(3):
+        await worker.run_pending()
+        clock.now += timedelta(minutes=10)
+    failed = await meta.get_dsar(created.id)
+    assert failed.status == "failed"
+    assert failed.fail_reason == "Internal error after 3 attempts"
+    assert len(handler.runs) == 3
+
+
+async def test_the_worker_wakes_for_new_jobs_and_stops_cleanly(meta):
+    clock = Clock()
+    handler = Handler(meta)
+    worker = Worker(meta, [handler], clock=clock, poll_seconds=3600)
+    worker.start()
+    try:
+        created = await meta.create_dsar(1, "alice", None, "2024-01-01", "2024-01-02", T0)
+        worker.wake()
+        for _ in range(1000):
+            if (await meta.get_dsar(created.id)).status == "done":
+                break
+            await asyncio.sleep(0.005)
+        assert (await meta.get_dsar(created.id)).status == "done"
+    finally:
+        await worker.aclose()
+
+
+def test_backoff_grows_and_is_capped():
+    assert backoff(1) == timedelta(0)
+    assert backoff(2) < backoff(3) < backoff(4)
+    assert backoff(50) == timedelta(minutes=5)
