@@ -96,9 +96,9 @@ class Identity:
                 if (project_id, key) not in self._dedup:
                     dedup.add(key)
             pairs = _group_pairs(event.get("groups"))
-            gtype, gvalue = event.get("group_type"), event.get("group_value")
-            if gtype is not None and gvalue is not None:  # a /groupidentify identification
-                pairs = [*pairs, (str(gtype), [str(gvalue)])]
+            group_type, group_value = event.get("group_type"), event.get("group_value")
+            if group_type is not None and group_value is not None:  # a /groupidentify call
+                pairs = [*pairs, (str(group_type), [str(group_value)])]
             for gtype, gvalues in pairs:
                 for gvalue in gvalues:
                     if (project_id, gtype, gvalue) not in self._groups:

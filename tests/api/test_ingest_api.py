@@ -232,8 +232,16 @@ def test_event_time_is_shifted_by_client_clock_skew_over_60_seconds(
         client_upload_time=int((datetime.now(UTC) - timedelta(seconds=20)).timestamp() * 1000),
     )
     assert resp.status_code == 200, resp.text
+    ahead = datetime.now(UTC) + timedelta(seconds=300)
+    resp = post(
+        client,
+        keys,
+        [{"user_id": "user-skew1", "event_type": "fast", "time": event_ms, "insert_id": "s3"}],
+        upload_time=int(ahead.timestamp() * 1000),  # the legacy name
+    )
+    assert resp.status_code == 200, resp.text
     rows = by_insert_id(exported(client, keys))
-    late, close = rows["s1"], rows["s2"]
+    late, close, fast = rows["s1"], rows["s2"], rows["s3"]
     # Skew over 60 s: event_time = client_event_time + (server_received - client_upload).
     assert late["client_event_time"] == "2023-11-14 22:13:20.000000"
     assert late["client_upload_time"] == behind.strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -243,6 +251,10 @@ def test_event_time_is_shifted_by_client_clock_skew_over_60_seconds(
     # Skew under 60 s: not adjusted.
     assert close["client_upload_time"] != close["server_received_time"]
     assert close["event_time"] == close["client_event_time"] == "2023-11-14 22:13:20.000000"
+    # A client clock running ahead moves the event back.
+    skew = ts(fast["server_received_time"]) - ts(fast["client_upload_time"])
+    assert skew < timedelta(seconds=-290)
+    assert ts(fast["event_time"]) == ts(fast["client_event_time"]) + skew
 
 
 # -- dedup -------------------------------------------------------------------------------------
