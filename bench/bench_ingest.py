@@ -37,6 +37,7 @@ from common import (
     percentile,
     proc_rss_kib,
     proc_status_kib,
+    proc_write_bytes,
     swell_server,
     uvicorn_server,
 )
@@ -202,11 +203,15 @@ def _client(pipe: Connection, api_key: str, passes: int, per_pass: int) -> None:
         if command is None:
             break
         port, index = command
-        if port not in conns:
-            conns[port] = [
-                http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-                for _ in range(CONNECTIONS)
-            ]
+        # Fresh connections per pass (kept alive within it): uvicorn closes connections idle for
+        # 5 s, as they are while the other server runs its pass.
+        for conn in conns.pop(port, []):
+            conn.close()
+        conns[port] = [
+            http.client.HTTPConnection("127.0.0.1", port, timeout=120) for _ in range(CONNECTIONS)
+        ]
+        for conn in conns[port]:
+            conn.connect()
         work = bodies[index]
         latencies: list[list[float]] = [[] for _ in range(CONNECTIONS)]
         errors: list[BaseException] = []
@@ -281,7 +286,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         for index in range(passes):
             for key, server in (("floor", floor), ("swell", swell)):
                 _wait_idle(server)
-                cpu0 = server.cpu()
+                cpu0, written0 = server.cpu(), proc_write_bytes(server.pid)
                 parent.send((server.port, index))
                 if not parent.poll(1800):
                     raise RuntimeError(f"{server.name}: pass {index} did not finish in 1800 s")
@@ -290,13 +295,17 @@ def run(quick: bool = False) -> dict[str, Any]:
                     raise RuntimeError(f"{server.name}: {result['error']}")
                 _wait_idle(server)
                 result["server_cpu"] = server.cpu() - cpu0
+                result["written_per_event"] = (proc_write_bytes(server.pid) - written0) / result[
+                    "events"
+                ]
                 result["per_cpu_s"] = result["events"] / result["server_cpu"]
                 result["wall_eps"] = result["events"] / result["wall"]
                 label = "warm-up" if index == 0 else f"pass {index}"
                 print(
                     f"  {key:5s} {label:7s}: {result['per_cpu_s']:>9,.0f} ev/server-CPU-s, "
                     f"{result['wall_eps']:>9,.0f} ev/s wall, server CPU "
-                    f"{result['server_cpu']:.2f} s, load {loadavg()}"
+                    f"{result['server_cpu']:.2f} s, {result['written_per_event']:,.0f} B/event "
+                    f"written, load {loadavg()}"
                 )
                 if index > 0:
                     runs[key].append(result)
@@ -343,6 +352,7 @@ def _summary(
             "p50_ms": percentile(latencies, 50) * 1000,
             "p99_ms": percentile(latencies, 99) * 1000,
             "requests": len(latencies),
+            "written_per_event": median([r["written_per_event"] for r in results]),
             "client_cpu_per_event_us": median(
                 [r["client_cpu"] / r["events"] * 1e6 for r in results]
             ),

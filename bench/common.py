@@ -60,6 +60,15 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def proc_write_bytes(pid: int) -> int:
+    """Bytes a process has caused to be written to storage (``write_bytes`` of /proc/<pid>/io)."""
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    raise KeyError("write_bytes")
+
+
 def proc_status_kib(pid: int, key: str) -> int:
     """A ``VmRSS``/``VmHWM``-style line of /proc/<pid>/status, in KiB."""
     with open(f"/proc/{pid}/status") as f:
