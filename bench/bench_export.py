@@ -42,10 +42,10 @@ from common import (
     uvicorn_server,
 )
 
-#: ~235 B/event compressed, so 4.6M events make a little over 1 GB, but generating them costs
-#: ~99 µs CPU/event (445 CPU-s; 13.6 min wall on this 2-vCPU machine while shared). The default
-#: is the largest size that generates in about 5 minutes (~600 MB); ``--events 4600000`` >= 1 GB.
-FULL_EVENTS = 2_600_000
+#: ~237 B/event compressed, so 4.6M events make a little over 1 GB. Generating them took 349 s
+#: wall / 327 s CPU on a quiet 2-vCPU machine (more while the machine is shared), which is most of
+#: a full run. ``--events`` sets another size.
+FULL_EVENTS = 4_600_000
 FULL_DAYS = 14
 FULL_USERS = 100_000
 QUICK_EVENTS = 30_000
@@ -198,7 +198,7 @@ def run(quick: bool = False, events: int | None = None) -> dict[str, Any]:
     n = events or (QUICK_EVENTS if quick else FULL_EVENTS)
     days = QUICK_DAYS if quick else FULL_DAYS
     users = QUICK_USERS if quick else FULL_USERS
-    timed = 5
+    timed = 7
     root = Path(tempfile.mkdtemp(prefix="swell-bench-export-", dir="/tmp"))
     data_dir = root / "data"
     servers: list[Server] = []
@@ -264,6 +264,9 @@ def run(quick: bool = False, events: int | None = None) -> dict[str, Any]:
                 "vm_hwm_mib": hwm[key] / 1024,
             }
         summary["ratio"] = summary["swell"]["mb_s"] / summary["plain"]["mb_s"]
+        summary["paired_ratios"] = [
+            a["mb_s"] / b["mb_s"] for a, b in zip(runs["swell"], runs["plain"], strict=True)
+        ]
         summary["range"] = check
         return summary
     finally:
