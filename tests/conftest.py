@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import signal
@@ -9,8 +11,10 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,55 @@ class Keys:
     @property
     def org_auth(self) -> tuple[str, str]:
         return (self.org_key, self.org_secret)
+
+
+class FakeClock:
+    """An injectable clock that moves only when a test says so."""
+
+    def __init__(self, now: datetime = datetime(2024, 1, 1, tzinfo=UTC)) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+def hours_around_now() -> dict[str, str]:
+    """Export parameters covering the current hour, safe across an hour boundary."""
+    now = datetime.now(UTC)
+    return {
+        "start": f"{now - timedelta(hours=1):%Y%m%dT%H}",
+        "end": f"{now + timedelta(hours=1):%Y%m%dT%H}",
+    }
+
+
+def zip_lines(body: bytes) -> list[bytes]:
+    """Every NDJSON line of an export archive, read as a client reads it."""
+    lines: list[bytes] = []
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        for name in zf.namelist():
+            raw = gzip.decompress(zf.read(name))
+            assert raw.endswith(b"\n"), name
+            lines.extend(raw.splitlines())
+    return lines
+
+
+def live_export(
+    server: LiveServer, project: dict[str, Any], *, missing_ok: bool = False
+) -> list[bytes]:
+    """The stored lines of the hours around now, exported from a live server."""
+    resp = httpx.get(
+        f"{server.url}/api/2/export",
+        params=hours_around_now(),
+        auth=(project["api_key"], project["secret_key"]),
+        timeout=60,
+    )
+    if missing_ok and resp.status_code == 404:
+        return []
+    assert resp.status_code == 200, resp.text
+    return zip_lines(resp.content)
 
 
 @pytest.fixture

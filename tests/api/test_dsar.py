@@ -31,21 +31,11 @@ from swell.generate import generate_records
 from swell.model import EXPORT_KEYS
 from swell.settings import Settings
 from swell.store import Store
+from tests.conftest import FakeClock
 
 START = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 REQUESTS = "/api/2/dsar/requests"
 EXPIRES = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
-
-
-class FakeClock:
-    def __init__(self, now: datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -202,13 +192,13 @@ def world(dsar_settings: Settings) -> World:
 
 def start_client(settings: Settings, clock: FakeClock | None = None) -> TestClient:
     app = create_app(settings)
-    app.state.clock = clock or FakeClock()
+    app.state.clock = clock or FakeClock(START)
     return TestClient(app, raise_server_exceptions=False)
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(START)
 
 
 @pytest.fixture

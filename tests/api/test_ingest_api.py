@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import gzip
-import io
 import re
 import time
 import uuid as uuidlib
-import zipfile
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +16,7 @@ from starlette.testclient import TestClient
 from swell.api.app import create_app
 from swell.model import EXPORT_KEYS, parse_ts
 from swell.settings import Settings
-from tests.conftest import Keys, create_keys
+from tests.conftest import Keys, create_keys, hours_around_now, zip_lines
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -36,20 +34,11 @@ def post(
 
 def exported(client: TestClient, keys: Keys) -> list[dict[str, Any]]:
     """Every stored record of the hours around now, in the order the export lists them."""
-    now = datetime.now(UTC)
-    params = {
-        "start": f"{now - timedelta(hours=1):%Y%m%dT%H}",
-        "end": f"{now + timedelta(hours=1):%Y%m%dT%H}",
-    }
-    resp = client.get("/api/2/export", params=params, auth=keys.export_auth)
+    resp = client.get("/api/2/export", params=hours_around_now(), auth=keys.export_auth)
     if resp.status_code == 404:
         return []
     assert resp.status_code == 200, resp.text
-    rows: list[dict[str, Any]] = []
-    with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
-        for name in zf.namelist():
-            rows.extend(orjson.loads(line) for line in gzip.decompress(zf.read(name)).splitlines())
-    return rows
+    return [orjson.loads(line) for line in zip_lines(resp.content)]
 
 
 def by_insert_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import gzip
-import io
 import threading
 import time
-import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, live_export
 
 LiveKeys = tuple[Path, dict[str, Any], dict[str, Any]]
 BATCH = 25
@@ -69,24 +66,7 @@ def post(client: httpx.Client, url: str, api_key: str, events: list[dict[str, An
 
 
 def export_rows(server: LiveServer, project: dict[str, Any]) -> list[dict[str, Any]]:
-    now = datetime.now(UTC)
-    resp = httpx.get(
-        f"{server.url}/api/2/export",
-        params={
-            "start": f"{now - timedelta(hours=1):%Y%m%dT%H}",
-            "end": f"{now + timedelta(hours=1):%Y%m%dT%H}",
-        },
-        auth=(project["api_key"], project["secret_key"]),
-        timeout=60,
-    )
-    if resp.status_code == 404:
-        return []
-    assert resp.status_code == 200, resp.text
-    rows: list[dict[str, Any]] = []
-    with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
-        for name in zf.namelist():
-            rows.extend(orjson.loads(line) for line in gzip.decompress(zf.read(name)).splitlines())
-    return rows
+    return [orjson.loads(line) for line in live_export(server, project, missing_ok=True)]
 
 
 def insert_ids(rows: list[dict[str, Any]]) -> Counter[str]:

@@ -4,11 +4,8 @@ server: uuid, amplitude_id, receive/upload/processing times)."""
 
 from __future__ import annotations
 
-import gzip
-import io
 import re
 import uuid as uuidlib
-import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +16,7 @@ import orjson
 import pytest
 
 from swell.model import EXPORT_KEYS, parse_ts
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, live_export
 
 TS = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$")
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -210,21 +207,7 @@ def _close_live_server_pipe(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def export_rows(server: LiveServer, project: dict[str, Any]) -> list[dict[str, Any]]:
-    now = datetime.now(UTC)
-    resp = httpx.get(
-        f"{server.url}/api/2/export",
-        params={
-            "start": f"{now - timedelta(hours=1):%Y%m%dT%H}",
-            "end": f"{now + timedelta(hours=1):%Y%m%dT%H}",
-        },
-        auth=(project["api_key"], project["secret_key"]),
-        timeout=30,
-    )
-    assert resp.status_code == 200, resp.text
-    lines: list[bytes] = []
-    with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
-        for name in zf.namelist():
-            lines.extend(gzip.decompress(zf.read(name)).splitlines())
+    lines = live_export(server, project)
     for line in lines:  # compact JSON, top-level keys in Amplitude's (sorted) order
         assert line == orjson.dumps(orjson.loads(line))
     return [orjson.loads(line) for line in lines]

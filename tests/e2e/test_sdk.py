@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
-import gzip
-import io
 import logging
 import threading
 import time
-import zipfile
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from amplitude import Amplitude, BaseEvent, Config, EventOptions, Identify
 
 from swell.model import EXPORT_KEYS
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, live_export
 
 EVENTS = 50
 
 
 def export_rows(server: LiveServer, project: dict[str, Any]) -> list[dict[str, Any]]:
-    now = datetime.now(UTC)
-    resp = httpx.get(
-        f"{server.url}/api/2/export",
-        params={
-            "start": f"{now - timedelta(hours=1):%Y%m%dT%H}",
-            "end": f"{now + timedelta(hours=1):%Y%m%dT%H}",
-        },
-        auth=(project["api_key"], project["secret_key"]),
-        timeout=30,
-    )
-    assert resp.status_code == 200, resp.text
-    rows: list[dict[str, Any]] = []
-    with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
-        for name in zf.namelist():
-            rows.extend(orjson.loads(line) for line in gzip.decompress(zf.read(name)).splitlines())
-    return rows
+    return [orjson.loads(line) for line in live_export(server, project)]
 
 
 def wait(futures: list[Any] | None) -> None:

@@ -12,16 +12,9 @@ import pytest
 from swell.backends.base import Job
 from swell.backends.sqlite import SQLiteMetadata
 from swell.jobs import Worker, backoff
+from tests.conftest import FakeClock
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -80,7 +73,7 @@ async def test_running_jobs_are_requeued_at_start_and_count_attempts(meta):
 
 async def test_failed_attempts_are_retried_then_succeed(meta):
     created = await meta.create_dsar(1, "alice", None, "2024-01-01", "2024-01-02", T0)
-    clock = Clock()
+    clock = FakeClock(T0)
     handler = Handler(meta, failures=2)
     worker = Worker(meta, [handler], clock=clock)
     assert await worker.run_pending() == 2  # the first retry is immediate, the next is not
@@ -93,7 +86,7 @@ async def test_failed_attempts_are_retried_then_succeed(meta):
 
 async def test_a_job_that_keeps_failing_is_given_up(meta):
     created = await meta.create_dsar(1, "alice", None, "2024-01-01", "2024-01-02", T0)
-    clock = Clock()
+    clock = FakeClock(T0)
     handler = Handler(meta, failures=99)
     worker = Worker(meta, [handler], clock=clock, max_attempts=3)
     for _ in range(3):
@@ -106,7 +99,7 @@ async def test_a_job_that_keeps_failing_is_given_up(meta):
 
 
 async def test_the_worker_wakes_for_new_jobs_and_stops_cleanly(meta):
-    clock = Clock()
+    clock = FakeClock(T0)
     handler = Handler(meta)
     worker = Worker(meta, [handler], clock=clock, poll_seconds=3600)
     worker.start()
