@@ -201,11 +201,12 @@ class Store:
         self, project_id: int, identifications: Sequence[Mapping[str, Any]], *, group: bool
     ) -> None:
         """Apply /identify or /groupidentify calls durably."""
-        if not group:
-            await self.identity.prepare(self.meta, project_id, identifications, datetime.now(UTC))
-            body = self.identity.identify(project_id, identifications)
-        else:
+        # Load saved user or group state first, or an update after a restart would start from {}.
+        await self.identity.prepare(self.meta, project_id, identifications, datetime.now(UTC))
+        if group:
             body = self.identity.group_identify(project_id, identifications)
+        else:
+            body = self.identity.identify(project_id, identifications)
         lsn = self.log.append(wal.STATE, project_id, 0, body)
         await self.log.sync(lsn)
         self._maybe_checkpoint()

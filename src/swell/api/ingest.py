@@ -106,11 +106,6 @@ async def _identify(request: Request, *, group: bool) -> Response:
     project_id = await state.auth.project_for_ingest(api_key)
     if project_id is None:
         raise BadRequest(f"Invalid API key: {api_key[:64]}")
-    if group:
-        # Load the groups' saved properties first: Store.identify does this for users only, so
-        # after a restart an update would otherwise start from {} and drop the saved state.
-        store = state.store
-        await store.identity.prepare(store.meta, project_id, identifications, datetime.now(UTC))
     await state.store.identify(project_id, identifications, group=group)
     return PlainTextResponse("success")
 
