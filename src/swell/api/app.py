@@ -32,7 +32,7 @@ def create_app(settings: Settings) -> Starlette:
             await store.aclose()
 
     return Starlette(
-        routes=[*ingest.routes, *export.routes, *dsar.routes, *openapi.routes({})],
+        routes=[*ingest.routes, *export.routes, *dsar.routes, *openapi.routes(dsar.OPENAPI_PATHS)],
         lifespan=lifespan,
         middleware=[
             # Browser SDKs post events cross-origin, as they do to Amplitude.
