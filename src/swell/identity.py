@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
 
 from swell.backends.base import IdentityStore, StateChanges
-from swell.enrich import RequestContext, build_record, new_uuid
+from swell.enrich import RequestContext, build_record, new_uuids
 from swell.model import EPOCH, parse_ts
 from swell.userprops import apply_user_properties
 
 DEDUP_WINDOW_MS = 7 * 24 * 3600 * 1000
+HOUR_MS = 3600 * 1000
 _ABSENT = 0
+_EMPTY: dict[str, Any] = {}  # never mutated: apply_user_properties returns new dicts
 
 #: Event types whose user/group properties change state (they are stored as rows too).
 IDENTIFY_EVENT = "$identify"
@@ -39,13 +41,13 @@ def _ms(dt: datetime) -> int:
     return int((dt - EPOCH).total_seconds() * 1000)
 
 
-@dataclass(frozen=True, slots=True)
-class Enriched:
-    """One accepted event as stored: its line and the keys the part index needs."""
+@dataclass(slots=True)
+class EnrichedBatch:
+    """Accepted events as stored, in order: their lines and the keys the part index needs."""
 
-    line: bytes
-    amplitude_id: int
-    user_id: str | None
+    lines: list[bytes] = field(default_factory=list)
+    amplitude_ids: list[int] = field(default_factory=list)
+    user_ids: list[str | None] = field(default_factory=list)
 
 
 class Identity:
@@ -57,7 +59,10 @@ class Identity:
         self._devices: dict[tuple[int, str], tuple[int, bool]] = {}
         self._props: dict[tuple[int, int], dict[str, Any]] = {}
         self._groups: dict[tuple[int, str, str], dict[str, Any]] = {}
+        #: The whole dedup window: (project, dedup key) -> first seen (ms), loaded at start-up.
         self._dedup: dict[tuple[int, int], int] = {}
+        #: The same keys by hour of first sight, so the window slides an hour at a time.
+        self._dedup_hours: dict[int, list[tuple[int, int]]] = {}
         self._loaded_props: set[tuple[int, int]] = set()
         self._dirty_users: set[tuple[int, str]] = set()
         self._dirty_devices: set[tuple[int, str]] = set()
@@ -73,41 +78,50 @@ class Identity:
         project_id: int,
         events: Sequence[Mapping[str, Any]],
         now: datetime,
-    ) -> None:
+    ) -> list[int | None]:
         """Load whatever these events (or identify / group identify calls) need that is not
-        cached yet, in one metadata round trip."""
+        cached yet, in one metadata round trip.
+
+        Returns each event's dedup key (None without an ``insert_id``), for ``enrich``.
+        """
         users: set[str] = set()
         devices: set[str] = set()
         aids: set[int] = set()
         groups: set[tuple[str, str]] = set()
-        dedup: set[int] = set()
+        keys: list[int | None] = []
+        cached_users, cached_devices = self._users, self._devices
         for event in events:
-            uid, did = event.get("user_id"), event.get("device_id")
-            if isinstance(uid, str) and (project_id, uid) not in self._users:
+            get = event.get
+            uid, did = get("user_id"), get("device_id")
+            if type(uid) is str and (project_id, uid) not in cached_users:
                 users.add(uid)
-            if isinstance(did, str) and (project_id, did) not in self._devices:
+            if type(did) is str and (project_id, did) not in cached_devices:
                 devices.add(did)
-            aid = event.get("amplitude_id")
-            if isinstance(aid, int) and (project_id, aid) not in self._loaded_props:
-                aids.add(aid)
-            insert_id = event.get("insert_id", event.get("$insert_id"))
-            if isinstance(insert_id, str):
-                key = dedup_key(did if isinstance(did, str) else None, insert_id)
-                if (project_id, key) not in self._dedup:
-                    dedup.add(key)
-            pairs = _group_pairs(event.get("groups"))
-            group_type, group_value = event.get("group_type"), event.get("group_value")
-            if group_type is not None and group_value is not None:  # a /groupidentify call
-                pairs = [*pairs, (str(group_type), [str(group_value)])]
-            for gtype, gvalues in pairs:
-                for gvalue in gvalues:
-                    if (project_id, gtype, gvalue) not in self._groups:
-                        groups.add((gtype, gvalue))
-        if not (users or devices or aids or groups or dedup):
-            return
-        snap = await store.load_state(
-            project_id, users, devices, aids, groups, dedup, _ms(now) - DEDUP_WINDOW_MS
-        )
+            insert_id = get("insert_id")
+            key = None
+            if type(insert_id) is str:
+                key = dedup_key(did if type(did) is str else None, insert_id)
+            elif "$insert_id" in event:  # an imported record
+                insert_id = get("$insert_id")
+                if type(insert_id) is str:
+                    key = dedup_key(did if type(did) is str else None, insert_id)
+            keys.append(key)
+            if "amplitude_id" in event:
+                aid = get("amplitude_id")
+                if type(aid) is int and (project_id, aid) not in self._loaded_props:
+                    aids.add(aid)
+            if "groups" in event or "group_type" in event:
+                pairs = _group_pairs(get("groups"))
+                group_type, group_value = get("group_type"), get("group_value")
+                if group_type is not None and group_value is not None:  # a /groupidentify call
+                    pairs = [*pairs, (str(group_type), [str(group_value)])]
+                for gtype, gvalues in pairs:
+                    for gvalue in gvalues:
+                        if (project_id, gtype, gvalue) not in self._groups:
+                            groups.add((gtype, gvalue))
+        if not (users or devices or aids or groups):
+            return keys
+        snap = await store.load_state(project_id, users, devices, aids, groups)
         # Another request may have filled a key while we waited: never overwrite cached state.
         for uid in users:
             self._users.setdefault((project_id, uid), snap.users.get(uid, _ABSENT))
@@ -122,58 +136,73 @@ class Identity:
                     self._props.setdefault(pkey, snap.props[aid])
         for gkey in groups:
             self._groups.setdefault((project_id, *gkey), snap.groups.get(gkey, {}))
-        for dkey in dedup:
-            self._dedup.setdefault((project_id, dkey), 1 if dkey in snap.dedup else _ABSENT)
+        return keys
 
     # -- enrichment ------------------------------------------------------------------------------
 
-    def enrich(self, events: Sequence[Mapping[str, Any]], ctx: RequestContext) -> list[Enriched]:
+    def enrich(
+        self,
+        events: Sequence[Mapping[str, Any]],
+        ctx: RequestContext,
+        dedup_keys: Sequence[int | None],
+    ) -> EnrichedBatch:
         """Turn validated events into stored records; duplicates (by insert_id) are dropped.
 
-        Call ``prepare`` for the same events first.
+        ``dedup_keys`` is what ``prepare`` returned for the same events.
         """
         project = ctx.project_id
         now_ms = _ms(ctx.server_upload)
-        out: list[Enriched] = []
-        for event in events:
-            uid = event.get("user_id")
-            did = event.get("device_id")
-            insert_id = event.get("insert_id")
-            if isinstance(insert_id, str):
-                key = (project, dedup_key(did, insert_id))
-                if self._dedup.get(key, _ABSENT) != _ABSENT:
+        out = EnrichedBatch()
+        lines, aids, uids = out.lines, out.amplitude_ids, out.user_ids
+        users, devices, props = self._users, self._devices, self._props
+        seen, dirty_dedup = self._dedup, self._dirty_dedup
+        this_hour = self._dedup_hours.setdefault(now_ms // HOUR_MS, [])
+        processed = ctx.server_upload
+        dumps = orjson.dumps
+        for event, dkey, uuid in zip(events, dedup_keys, new_uuids(len(events)), strict=True):
+            if dkey is not None:
+                key = (project, dkey)
+                if key in seen:
                     continue
-                self._dedup[key] = now_ms
-                self._dirty_dedup.add(key)
-            aid = self._resolve(project, uid, did)
+                seen[key] = now_ms
+                dirty_dedup.add(key)
+                this_hour.append(key)
+            get = event.get
+            uid = get("user_id")
+            did = get("device_id")
+            # The common case, a known user on a device already linked to them, needs no writes.
+            aid = users.get((project, uid), _ABSENT) if uid else _ABSENT
+            if aid == _ABSENT or (did and devices.get((project, did)) != (aid, False)):
+                aid = self._resolve(project, uid, did)
             pkey = (project, aid)
-            state = self._props.get(pkey, {})
-            update = event.get("user_properties")
+            state = props.get(pkey, _EMPTY)
             updated = False
-            if update and not event.get("$skip_user_properties_sync"):
-                new_state = apply_user_properties(state, update)
-                if new_state != state:
-                    self._props[pkey] = state = new_state
-                    self._dirty_props.add(pkey)
-                    updated = True
-            group_props = self._group_properties(project, event)
-            uuid = new_uuid()
-            event_id = event.get("event_id")
+            if "user_properties" in event:
+                update = get("user_properties")
+                if update and not get("$skip_user_properties_sync"):
+                    new_state = apply_user_properties(state, update)
+                    if new_state != state:
+                        props[pkey] = state = new_state
+                        self._dirty_props.add(pkey)
+                        updated = True
+            event_id = get("event_id")
             record = build_record(
                 event,
                 ctx,
                 amplitude_id=aid,
                 user_properties=state,
-                group_properties=group_props,
-                # Validated as a finite number: 7.0 is event 7, as session_id is truncated too.
-                event_id=(
-                    int(event_id) if isinstance(event_id, (int, float)) else int(uuid[:8], 16) >> 2
+                group_properties=(
+                    self._group_properties(project, event) if "groups" in event else _EMPTY
                 ),
+                # Validated as a finite number: 7.0 is event 7, as session_id is truncated too.
+                event_id=(int(event_id) if event_id is not None else int(uuid[:8], 16) >> 2),
                 uuid=uuid,
-                processed=ctx.server_upload,
+                processed=processed,
                 user_properties_updated=updated,
             )
-            out.append(Enriched(orjson.dumps(record), aid, uid))
+            lines.append(dumps(record))
+            aids.append(aid)
+            uids.append(uid)
         return out
 
     def _resolve(self, project: int, uid: str | None, did: str | None) -> int:
@@ -280,8 +309,8 @@ class Identity:
         if isinstance(insert_id, str) and isinstance(upload, str):
             seen = _ms(parse_ts(upload))
             key = (project, dedup_key(did if isinstance(did, str) else None, insert_id))
-            self._dedup[key] = max(self._dedup.get(key, _ABSENT), seen)
-            self._dirty_dedup.add(key)
+            if self._remember(key, seen):
+                self._dirty_dedup.add(key)
 
     @staticmethod
     def _set(cache: dict[Any, Any], dirty: set[Any], key: Any, value: Any, overwrite: bool) -> None:
@@ -339,11 +368,35 @@ class Identity:
             dirty.clear()
         return changes
 
-    def forget_dedup_before(self, before_ms: int) -> None:
-        """Drop cached insert ids older than the dedup window (they can no longer match)."""
-        stale = [k for k, seen in self._dedup.items() if seen != _ABSENT and seen < before_ms]
-        for key in stale:
-            del self._dedup[key]
+    def _remember(self, key: tuple[int, int], seen_ms: int) -> bool:
+        """Add an insert_id to the window, or move it later; False if nothing changed."""
+        if self._dedup.get(key, -1) >= seen_ms:
+            return False
+        self._dedup[key] = seen_ms
+        self._dedup_hours.setdefault(seen_ms // HOUR_MS, []).append(key)
+        return True
+
+    def load_dedup(self, rows: Iterable[tuple[int, int, int]]) -> None:
+        """Take the saved dedup window: (project, key, seen_ms) rows (start-up only)."""
+        for project, key, seen_ms in rows:
+            self._remember((project, key), seen_ms)
+
+    def forget_dedup_before(self, before_ms: int) -> int:
+        """Drop insert_ids first seen before ``before_ms`` (they can no longer match), a whole hour
+        at a time; returns how many were dropped."""
+        dropped = 0
+        last_hour = before_ms // HOUR_MS  # keys of this hour may still be inside the window
+        for hour in [h for h in self._dedup_hours if h < last_hour]:
+            for key in self._dedup_hours.pop(hour):
+                seen = self._dedup.get(key)
+                if seen is not None and seen < before_ms:
+                    del self._dedup[key]
+                    dropped += 1
+        return dropped
+
+    @property
+    def dedup_window_size(self) -> int:
+        return len(self._dedup)
 
 
 def _group_pairs(groups: object) -> Iterable[tuple[str, list[str]]]:

@@ -117,6 +117,20 @@ _FIELD_KINDS: Final[dict[str, int]] = {
 }
 
 
+_NOTHING: Final[frozenset[type]] = frozenset()
+#: Value types that are valid for a field with no further check (the rest go through the kinds).
+_ALWAYS_VALID: Final[dict[str, frozenset[type]]] = {
+    key: frozenset(
+        {str, int, float, bool, type(None)}
+        if kind == _STR
+        else {str, type(None)}
+        if kind == _INSERT_ID
+        else {type(None)}
+    )
+    for key, kind in _FIELD_KINDS.items()
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """A validated HTTP V2 or Batch request."""
@@ -331,14 +345,15 @@ def _check_ids(
 
 
 def _check_fields(event: Mapping[str, Any], index: int, invalid: dict[str, list[int]]) -> None:
-    kinds = _FIELD_KINDS
+    fast = _ALWAYS_VALID
     for key, value in event.items():
-        kind = kinds.get(key)
+        # Most values are plain strings or null in a field that allows them: one set lookup.
+        if type(value) in fast.get(key, _NOTHING):
+            continue
+        kind = _FIELD_KINDS.get(key)
         if kind is None or value is None:
             continue
-        if kind == _STR:
-            ok = not isinstance(value, (dict, list))
-        elif kind == _OBJ:
+        if kind == _OBJ:
             ok = isinstance(value, dict) and not _too_deep(value, MAX_DEPTH)
         elif kind == _INT:  # exported as JSON integers, so they must fit int64
             ok = _is_number(value) and _INT64_MIN <= value < _INT64_LIMIT
@@ -346,8 +361,8 @@ def _check_fields(event: Mapping[str, Any], index: int, invalid: dict[str, list[
             ok = _is_number(value) and 0 <= value < MAX_TIME_MS
         elif kind == _NUM:
             ok = _is_number(value)
-        else:  # _INSERT_ID
-            ok = isinstance(value, str)
+        else:  # _STR (a list or object) or _INSERT_ID (not a string)
+            ok = False
         if not ok:
             invalid.setdefault(key, []).append(index)
 

@@ -77,6 +77,49 @@ class OpenPart:
         if self._line_bytes >= self.block_bytes:
             self._close_block()
 
+    def add_batch(
+        self,
+        lines: list[bytes],
+        amplitude_ids: list[int],
+        user_ids: list[str | None],
+        upload_time: str,
+        lsn: int,
+    ) -> None:
+        """Append records that share one upload time and log frame (``add`` for many)."""
+        if not self.min_time or upload_time < self.min_time:
+            self.min_time = upload_time
+        if upload_time > self.max_time:
+            self.max_time = upload_time
+        if lsn:
+            self.first_lsn = self.first_lsn or lsn
+            self.max_lsn = max(self.max_lsn, lsn)
+        self.events += len(lines)
+        users = self._users
+        pending = self._lines
+        size = self._line_bytes
+        limit = self.block_bytes
+        block = len(self.members)
+        for line, aid, uid in zip(lines, amplitude_ids, user_ids, strict=True):
+            pending.append(line)
+            size += len(line) + 1
+            acc = users.get(aid)
+            if acc is None:
+                acc = users[aid] = _UserAcc(uid)
+            elif uid and not acc.user_id:
+                acc.user_id = uid
+            if not acc.blocks or acc.blocks[-1] != block:
+                acc.blocks.append(block)
+            acc.events += 1
+            if size >= limit:
+                self.raw_bytes += size - self._line_bytes
+                self._line_bytes = size
+                self._close_block()
+                pending = self._lines
+                size = 0
+                block += 1
+        self.raw_bytes += size - self._line_bytes
+        self._line_bytes = size
+
     def _close_block(self) -> None:
         if not self._lines:
             return

@@ -32,7 +32,7 @@ from swell.backends.base import BlobStore, Metadata
 from swell.enrich import RequestContext
 from swell.errors import ConfigError
 from swell.identity import DEDUP_WINDOW_MS, Identity
-from swell.model import format_ts, hour_of, hour_of_ts
+from swell.model import hour_of, hour_of_ts
 from swell.parts import OpenPart, record_keys
 from swell.settings import Settings
 
@@ -102,6 +102,7 @@ class Store:
         state_lsn, next_aid = await self.meta.state_position()
         watermarks = await self.meta.sealed_watermarks()
         self.identity.next_amplitude_id = next_aid
+        self.identity.load_dedup(await self.meta.load_dedup(_dedup_cutoff()))
         self._state_lsn = state_lsn
         floor = max([state_lsn, *watermarks.values()], default=0) + 1
         replayed = 0
@@ -161,8 +162,9 @@ class Store:
             try:
                 await self.seal_ended_hours(hour_of(datetime.now(UTC)))
                 await self.checkpoint()
-                cutoff = int(time.time() * 1000) - DEDUP_WINDOW_MS
+                cutoff = _dedup_cutoff()
                 self.identity.forget_dedup_before(cutoff)
+                await self.meta.prune_dedup(cutoff)
             except Exception:
                 logger.exception("background sealing failed; will retry")
 
@@ -180,22 +182,26 @@ class Store:
 
         Returns only once the events are fsync'd. Raises LogFailed if the log cannot be written.
         """
-        await self.identity.prepare(self.meta, ctx.project_id, events, ctx.server_upload)
+        keys = await self.identity.prepare(self.meta, ctx.project_id, events, ctx.server_upload)
         # From here to log.append nothing awaits: state changes and the log keep the same order.
-        enriched = self.identity.enrich(events, ctx)
-        if enriched:
+        enriched = self.identity.enrich(events, ctx, keys)
+        if enriched.lines:
             hour = hour_of(ctx.server_upload)
-            body = b"\n".join(e.line for e in enriched) + b"\n"
+            body = b"\n".join(enriched.lines) + b"\n"
             lsn = self.log.append(wal.EVENTS, ctx.project_id, hour, body)
             part = self._part_for(ctx.project_id, hour)
-            upload = format_ts(ctx.server_upload)
-            for e in enriched:
-                part.add(e.line, e.amplitude_id, e.user_id, upload, lsn)
+            part.add_batch(
+                enriched.lines,
+                enriched.amplitude_ids,
+                enriched.user_ids,
+                ctx.server_upload_ts,
+                lsn,
+            )
             if part.raw_bytes >= self.settings.part_max_bytes:
                 self._spawn(self.seal(lambda p, key=(ctx.project_id, hour): _key(p) == key))
         await self.log.sync()
         self._maybe_checkpoint()
-        return len(enriched)
+        return len(enriched.lines)
 
     async def identify(
         self, project_id: int, identifications: Sequence[Mapping[str, Any]], *, group: bool
@@ -325,6 +331,11 @@ class Store:
         upto = min([self._state_lsn, *(lsn - 1 for lsn in pending)])
         with contextlib.suppress(OSError):
             self.log.release(upto)
+
+
+def _dedup_cutoff() -> int:
+    """Epoch ms before which an insert_id no longer deduplicates."""
+    return int(time.time() * 1000) - DEDUP_WINDOW_MS
 
 
 def _key(part: OpenPart) -> tuple[int, int]:

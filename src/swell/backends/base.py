@@ -129,7 +129,6 @@ class StateSnapshot:
     devices: dict[str, tuple[int, bool]] = field(default_factory=dict)
     props: dict[int, dict[str, Any]] = field(default_factory=dict)
     groups: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    dedup: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -153,8 +152,6 @@ class IdentityStore(Protocol):
         device_ids: Iterable[str],
         amplitude_ids: Iterable[int],
         group_keys: Iterable[tuple[str, str]],
-        dedup_keys: Iterable[int],
-        dedup_since_ms: int,
     ) -> StateSnapshot:
         """What is stored for these keys (absent keys are simply missing from the snapshot)."""
         ...
@@ -167,7 +164,15 @@ class IdentityStore(Protocol):
         """(log sequence number reflected by the stored state, next amplitude_id to assign)."""
         ...
 
-    async def prune_dedup(self, before_ms: int) -> int: ...
+    async def load_dedup(self, since_ms: int) -> list[tuple[int, int, int]]:
+        """Every (project_id, dedup key, seen_ms) seen since ``since_ms``: the dedup window, which
+        identity keeps in memory (so ingestion never looks insert_ids up one by one)."""
+        ...
+
+    async def prune_dedup(self, before_ms: int) -> int:
+        """Forget insert_ids seen before ``before_ms`` (whole days at a time); returns how many
+        units (days) were dropped."""
+        ...
 
 
 # -- DSAR requests and jobs --

@@ -13,7 +13,7 @@ import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -54,11 +54,18 @@ CREATE TABLE IF NOT EXISTS user_props (
 CREATE TABLE IF NOT EXISTS group_props (
     project_id INTEGER NOT NULL, group_type TEXT NOT NULL, group_value TEXT NOT NULL,
     props BLOB NOT NULL, PRIMARY KEY (project_id, group_type, group_value)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dedup (
-    project_id INTEGER NOT NULL, key INTEGER NOT NULL, seen_ms INTEGER NOT NULL,
-    PRIMARY KEY (project_id, key)) WITHOUT ROWID;
+DROP TABLE IF EXISTS dedup;
 CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+#: insert_ids seen, one append-only table per UTC day of first sight: writes never touch a growing
+#: random-key B-tree, and the 7-day window is pruned by dropping whole days. Read only at start-up,
+#: when the window is loaded into memory.
+DEDUP_DAY = """
+CREATE TABLE IF NOT EXISTS {table} (
+    project_id INTEGER NOT NULL, key INTEGER NOT NULL, seen_ms INTEGER NOT NULL);
+"""
+DAY_MS = 86_400_000
 
 USER_BLOCKS = """
 CREATE TABLE IF NOT EXISTS {table} (
@@ -92,6 +99,15 @@ DSAR_COLUMNS = (
 
 FIRST_AMPLITUDE_ID = 100_000_000_000
 IN_CHUNK = 500
+
+
+def _dedup_table(day: int) -> str:
+    """The dedup table of a day (days since the epoch)."""
+    return f"dedup_{model.EPOCH + timedelta(days=day):%Y%m%d}"
+
+
+def _dedup_day(table: str) -> int:
+    return (datetime.strptime(table[6:], "%Y%m%d").replace(tzinfo=UTC) - model.EPOCH).days
 
 
 def _month_table(hour: int) -> str:
@@ -131,6 +147,12 @@ class SQLiteMetadata:
                 for row in self._db.execute(
                     "SELECT name FROM sqlite_master WHERE type='table' "
                     "AND name LIKE 'user_blocks_%'"
+                )
+            }
+            self._dedup_tables = {
+                row[0]
+                for row in self._db.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table' AND name GLOB 'dedup_[0-9]*'"
                 )
             }
         except sqlite3.Error as exc:
@@ -263,7 +285,6 @@ class SQLiteMetadata:
             with self._tx() as db:
                 if table not in self._month_tables:
                     db.execute(USER_BLOCKS.format(table=table))
-                    self._month_tables.add(table)
                 db.execute(
                     "INSERT INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -281,6 +302,7 @@ class SQLiteMetadata:
                 )
                 db.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)", blocks_rows)  # noqa: S608
                 db.executemany("INSERT OR IGNORE INTO user_links VALUES (?, ?, ?)", sorted(links))
+            self._month_tables.add(table)  # only once committed: a rollback undoes the CREATE
 
         await self._run(run)
 
@@ -384,11 +406,9 @@ class SQLiteMetadata:
         device_ids: Iterable[str],
         amplitude_ids: Iterable[int],
         group_keys: Iterable[tuple[str, str]],
-        dedup_keys: Iterable[int],
-        dedup_since_ms: int,
     ) -> StateSnapshot:
         users, devices, aids = list(user_ids), list(device_ids), list(amplitude_ids)
-        groups, dedup = list(group_keys), list(dedup_keys)
+        groups = list(group_keys)
 
         def lookup(db: sqlite3.Connection, sql: str, keys: Sequence[Any]) -> list[Any]:
             rows: list[Any] = []
@@ -423,8 +443,6 @@ class SQLiteMetadata:
                     ).fetchone()
                     if row is not None:
                         snap.groups[(gtype, gvalue)] = _loads(row[0])
-                sql = "SELECT key, seen_ms FROM dedup WHERE project_id = ? AND key IN ({marks})"
-                snap.dedup = {k for k, seen in lookup(db, sql, dedup) if seen >= dedup_since_ms}
             return snap
 
         return await self._run(run)
@@ -440,12 +458,22 @@ class SQLiteMetadata:
                 db.executemany(
                     "INSERT OR REPLACE INTO group_props VALUES (?, ?, ?, ?)", changes.groups
                 )
-                db.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?)", changes.dedup)
+                days: dict[int, list[tuple[int, int, int]]] = {}
+                created: list[str] = []
+                for row in changes.dedup:
+                    days.setdefault(row[2] // DAY_MS, []).append(row)
+                for day, rows in days.items():
+                    table = _dedup_table(day)
+                    if table not in self._dedup_tables:
+                        db.execute(DEDUP_DAY.format(table=table))
+                        created.append(table)
+                    db.executemany(f"INSERT INTO {table} VALUES (?, ?, ?)", rows)  # noqa: S608
                 db.executemany(
                     "INSERT INTO kv VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
                     "value = max(value, excluded.value)",
                     [("state_lsn", changes.lsn), ("next_amplitude_id", changes.next_amplitude_id)],
                 )
+            self._dedup_tables.update(created)  # only once committed: a rollback undoes them
 
         await self._run(run)
 
@@ -457,10 +485,33 @@ class SQLiteMetadata:
 
         return await self._run(run)
 
+    async def load_dedup(self, since_ms: int) -> list[tuple[int, int, int]]:
+        def run() -> list[tuple[int, int, int]]:
+            rows: list[tuple[int, int, int]] = []
+            first_day = since_ms // DAY_MS
+            with self._read() as db:
+                for table in sorted(self._dedup_tables):
+                    if _dedup_day(table) >= first_day:
+                        rows.extend(
+                            db.execute(
+                                f"SELECT project_id, key, seen_ms FROM {table} "  # noqa: S608
+                                "WHERE seen_ms >= ?",
+                                (since_ms,),
+                            )
+                        )
+            return rows
+
+        return await self._run(run)
+
     async def prune_dedup(self, before_ms: int) -> int:
         def run() -> int:
+            # A day's table goes once its whole day is before the cutoff.
+            stale = [t for t in self._dedup_tables if (_dedup_day(t) + 1) * DAY_MS <= before_ms]
             with self._tx() as db:
-                return db.execute("DELETE FROM dedup WHERE seen_ms < ?", (before_ms,)).rowcount
+                for table in stale:
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
+            self._dedup_tables.difference_update(stale)
+            return len(stale)
 
         return await self._run(run)
 
