@@ -43,13 +43,17 @@ JOB_KIND = "dsar"
 MAX_USER_ID_LENGTH = 1024
 #: amplitude_id is a signed 64-bit integer.
 MAX_AMPLITUDE_ID = 2**63 - 1
-#: Largest single read of a part: adjacent blocks are coalesced up to this many bytes.
-MAX_READ_BYTES = 8 * 1024 * 1024
+#: Largest single read of a part: adjacent blocks are coalesced up to this many bytes. The local
+#: blob store reads on the event loop, so a read stays as small as an Export streaming chunk.
+MAX_READ_BYTES = 1024 * 1024
 #: Output files are gzip level 6 (zlib's default): they are small and written once.
 OUTPUT_LEVEL = 6
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DIGITS = re.compile(r"[0-9]{1,19}")
+#: Every hour a part can be filed under (seal_project's "all hours").
+_FIRST_HOUR = hour_of(datetime.min.replace(tzinfo=UTC))
+_LAST_HOUR = hour_of(datetime.max.replace(tzinfo=UTC))
 
 Clock = Callable[[], datetime]
 #: Seals open data of (project_id, start_hour, end_hour) so the job reads its own writes.
@@ -299,17 +303,15 @@ class Dsar:
                 one project within the range.
         """
         start, end = request.start_date, request.end_date
-        start_hour = hour_of(datetime.fromisoformat(start).replace(tzinfo=UTC))
-        # Events are filed by server_upload_time, which is >= event_time: seal from the first
-        # day's hour to now (or to the last day's end, should the clock be behind the data).
-        end_hour = hour_of(datetime.fromisoformat(end).replace(tzinfo=UTC)) + 23
-        seal_until = max(hour_of(self.clock()), end_hour) + 1
         projects = await self.meta.org_projects(request.org_id)
         writers: dict[tuple[int, str], _Writer] = {}
         for project_id in projects:
             if self.seal is not None:
+                # Every open hour of the project, whatever the dates: parts are filed by
+                # server_upload_time, and event_time can lie on either side of it (a late upload,
+                # or a client clock running ahead with no client_upload_time).
                 # Shielded: a cancelled seal must not drop the parts it has detached.
-                await asyncio.shield(self.seal(project_id, start_hour, seal_until))
+                await asyncio.shield(self.seal(project_id, _FIRST_HOUR, _LAST_HOUR))
             amplitude_ids = await self._amplitude_ids(project_id, request)
             if not amplitude_ids:
                 continue
@@ -320,10 +322,7 @@ class Dsar:
                 await asyncio.to_thread(
                     self._scan, data, project_id, amplitude_ids, start, end, writers
                 )
-        return [
-            _Output(project_id, month, w.finish(), w.events)
-            for (project_id, month), w in sorted(writers.items())
-        ]
+        return await asyncio.to_thread(_finish, writers)
 
     def _scan(
         self,
@@ -361,6 +360,13 @@ class Dsar:
         if request.amplitude_id is not None:
             ids.add(request.amplitude_id)
         return ids
+
+
+def _finish(writers: Mapping[tuple[int, str], _Writer]) -> list[_Output]:
+    return [
+        _Output(project_id, month, w.finish(), w.events)
+        for (project_id, month), w in sorted(writers.items())
+    ]
 
 
 def _reads(located: Iterable[UserBlocks]) -> list[tuple[str, tuple[int, int]]]:

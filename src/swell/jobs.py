@@ -3,8 +3,9 @@
 Jobs live in the metadata store (swell.backends.base.JobQueue). A claim marks a job ``running``
 atomically. A job still ``running`` when a worker starts was interrupted (the process stopped
 mid-job) and goes back to the queue: handlers write their results under deterministic keys and
-publish them last, so running a job twice never duplicates output. This assumes one worker per
-metadata store, which the data-directory lock guarantees for the embedded backend.
+publish them last, so running a job twice never duplicates output. The interrupted attempt counts:
+a job claimed more than ``max_attempts`` times is given up without running again. This assumes
+one worker per metadata store, which the data-directory lock guarantees for the embedded backend.
 
 The loop wakes when :meth:`Worker.wake` is called (e.g. right after a request is stored), and
 otherwise every ``poll_seconds`` to pick up retries that became due and to run housekeeping.
@@ -107,6 +108,11 @@ class Worker:
                 await self.housekeep()
             except Exception:
                 logger.exception("%s: job loop failed; will retry", self.name)
+                # Recording an outcome may have failed too: nothing runs now, so a job still
+                # marked running was ours and goes back to the queue instead of waiting for a
+                # restart.
+                with contextlib.suppress(Exception):
+                    await self.queue.requeue_running_jobs()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
@@ -126,6 +132,12 @@ class Worker:
         if handler is None:
             logger.error("%s: no handler for job %d of kind %r", self.name, job.id, job.kind)
             await self.queue.retry_job(job.id, "no handler", self.clock() + MAX_BACKOFF)
+            return
+        if job.attempts > self.max_attempts:
+            # Only a requeue at start gets here: the last attempt ended with the process and the
+            # attempts are used up. Running it again could take the process down again.
+            logger.error("%s: job %d was interrupted %d times", self.name, job.id, job.attempts - 1)
+            await handler.give_up(job, f"Internal error after {job.attempts - 1} attempts")
             return
         try:
             await handler.run(job)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import re
 import socket
 import threading
@@ -464,6 +465,14 @@ def test_an_org_sees_only_its_own_projects(client, world):
     assert (status["status"], status["urls"]) == ("done", [])
 
 
+def test_user_id_and_amplitude_id_together_cover_both(client, world):
+    auth = world.acme.auth
+    status = wait(client, auth, create(client, auth, userId="bob", amplitudeId=6001, **_dates()))
+    assert (status["userId"], status["amplitudeId"]) == ("bob", 6001)
+    got = {r["uuid"] for url in status["urls"] for r in download(client, auth, url)}
+    assert got == world.uuids(aids={5003, 6001})
+
+
 def _dates() -> dict[str, str]:
     return {"startDate": "2024-01-01", "endDate": "2024-12-31"}
 
@@ -485,6 +494,70 @@ def test_read_your_writes_events_still_open_are_included(client, world):
     part = store._part_for(web, int(now.timestamp() // 3600))
     part.add(line, 5001, "alice", fresh["server_upload_time"], 0)
     day = now.strftime("%Y-%m-%d")
+    status = wait(client, auth, create(client, auth, amplitudeId=5001, startDate=day, endDate=day))
+    (url,) = status["urls"]
+    assert [r["uuid"] for r in download(client, auth, url)] == [fresh["uuid"]]
+
+
+class RecordingBlobs:
+    """Records every ranged read, to check which bytes of which parts a job touched."""
+
+    def __init__(self, inner: BlobStore) -> None:
+        self.inner = inner
+        self.reads: list[tuple[str, int, int | None]] = []
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        self.reads.append((key, start, end))
+        return await self.inner.read(key, start, end)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_job_reads_only_the_blocks_the_user_index_points_to(client, world):
+    recording = RecordingBlobs(service(client).dsar.blobs)
+    service(client).dsar.blobs = recording  # type: ignore[assignment]
+    auth = world.acme.auth
+    web = world.acme.projects[0]
+    status = wait(client, auth, create(client, auth, amplitudeId=5001, **_dates()))
+    assert status["status"] == "done"
+    meta = client.app.state.swell.store.meta  # type: ignore[attr-defined]
+    assert client.portal is not None
+    located = client.portal.call(meta.user_blocks, web, [5001])
+    wanted = {(e.part.name, e.part.block_range(b)) for e in located for b in e.blocks}
+    # bob shares alice's parts: some blocks of those parts are not hers.
+    all_blocks = {
+        (e.part.name, e.part.block_range(b))
+        for e in client.portal.call(meta.user_blocks, web, [5003])
+        for b in range(len(e.part.block_offsets))
+    }
+    assert all_blocks - wanted
+    read: set[tuple[str, tuple[int, int]]] = set()
+    for key, start, end in recording.reads:
+        assert end is not None
+        covered = sorted(r for name, r in wanted if name == key and start <= r[0] < end)
+        # Each read is exactly a run of wanted blocks, each block read once.
+        assert covered[0][0] == start
+        assert covered[-1][1] == end
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(covered))
+        assert not read & {(key, r) for r in covered}
+        read |= {(key, r) for r in covered}
+    assert read == wanted
+
+
+def test_open_events_dated_after_their_upload_hour_are_included(client, world):
+    """A client clock running ahead (and no client_upload_time) gives an event_time later than
+    server_upload_time: the request's first day can lie after the hour still open."""
+    auth = world.acme.auth
+    web = world.acme.projects[0]
+    store = client.app.state.swell.store  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    ahead = now + timedelta(days=3)
+    fresh = rec(web, 5001, "alice", ahead.strftime("%Y-%m-%d %H:%M:%S"))
+    fresh["server_upload_time"] = now.strftime("%Y-%m-%d %H:%M:%S.%f")
+    part = store._part_for(web, int(now.timestamp() // 3600))
+    part.add(orjson.dumps(fresh), 5001, "alice", fresh["server_upload_time"], 0)
+    day = ahead.strftime("%Y-%m-%d")
     status = wait(client, auth, create(client, auth, amplitudeId=5001, startDate=day, endDate=day))
     (url,) = status["urls"]
     assert [r["uuid"] for r in download(client, auth, url)] == [fresh["uuid"]]
@@ -579,6 +652,57 @@ def test_body_size_is_bounded(client, world):
     assert "error" in response.json()
 
 
+def _multipart(fields: dict[str, str], boundary: str = "b0und") -> bytes:
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+        for k, v in fields.items()
+    ]
+    return ("".join(parts) + f"--{boundary}--\r\n").encode()
+
+
+@pytest.mark.parametrize("multipart", [False, True])
+def test_body_size_is_bounded_without_content_length(client, world, multipart):
+    """A chunked body declares no size: the bound applies to the bytes as they arrive."""
+    fields = {"userId": "alice", **_dates(), **{f"pad{i}": "x" * 4000 for i in range(8)}}
+    if multipart:
+        body = _multipart(fields)
+        content_type = "multipart/form-data; boundary=b0und"
+    else:
+        body = orjson.dumps(fields)
+        content_type = "application/json"
+    assert len(body) > 30_000
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(body), 1000):
+            yield body[i : i + 1000]
+
+    response = client.post(
+        REQUESTS, content=chunks(), headers={"content-type": content_type}, auth=world.acme.auth
+    )
+    assert response.status_code == 413
+    assert "error" in response.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (_multipart({"userId": "alice"}), "multipart/form-data"),  # no boundary
+        (b"--zz\r\nnot a part", "multipart/form-data; boundary=zz"),
+        (
+            b'--zz\r\nContent-Disposition: form-data; name="userId"; filename="a.txt"\r\n\r\n'
+            b"alice\r\n--zz--\r\n",
+            "multipart/form-data; boundary=zz",
+        ),
+    ],
+)
+def test_bad_multipart_bodies_are_400(client, world, body, content_type):
+    response = client.post(
+        REQUESTS, content=body, headers={"content-type": content_type}, auth=world.acme.auth
+    )
+    assert response.status_code == 400
+    assert "multipart" in response.json()["error"]
+
+
 # -- authentication and ownership --------------------------------------------------------------
 
 
@@ -665,6 +789,20 @@ def test_budget_is_shared_and_exceeding_it_is_429_with_retry_after(world, clock)
         clock.advance(minutes=30)
         status = wait(client, auth, request_id)
         assert client.get(status["urls"][0], auth=auth).status_code == 200
+
+
+def test_the_budget_is_charged_after_authentication_and_before_validation(client, world):
+    auth = world.acme.auth
+    limiter = service(client).limiter
+    budget = world.settings.dsar_cost_per_hour
+    assert client.post(REQUESTS, json={"userId": "alice"}, auth=auth).status_code == 400
+    assert limiter.remaining(world.acme.org_id) == budget - 8
+    assert client.get(f"{REQUESTS}/999999", auth=auth).status_code == 404
+    assert client.get(f"{REQUESTS}/abc/outputs/0", auth=auth).status_code == 404
+    assert limiter.remaining(world.acme.org_id) == budget - 10
+    big = {"userId": "alice", **_dates(), "pad": "x" * 20_000}
+    assert client.post(REQUESTS, json=big, auth=auth).status_code == 413
+    assert limiter.remaining(world.acme.org_id) == budget - 18
 
 
 def test_budget_is_exact_under_concurrent_requests(world, clock):

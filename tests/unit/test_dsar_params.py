@@ -73,3 +73,13 @@ def test_coalesce_covers_exactly_the_wanted_blocks_in_bounded_reads(sizes, data)
     # A read spans several blocks only while it stays within MAX_READ_BYTES.
     for a, b in merged:
         assert b - a <= MAX_READ_BYTES or (a, b) in chosen
+
+
+def test_coalesced_reads_stay_within_one_mib():
+    """Blob reads run on the event loop: a read spanning several blocks stays as small as the
+    Export API's streaming chunks (1 MiB)."""
+    blocks = [(i * 100_000, (i + 1) * 100_000) for i in range(40)]
+    merged = coalesce(blocks)
+    assert merged[0] == (0, 1_000_000)
+    assert max(stop - start for start, stop in merged) <= 1 << 20
+    assert sum(stop - start for start, stop in merged) == 4_000_000

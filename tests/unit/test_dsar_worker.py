@@ -6,11 +6,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from swell.backends.base import Job
 from swell.backends.sqlite import SQLiteMetadata
+from swell.errors import StorageError
 from swell.jobs import Worker, backoff
 from tests.conftest import FakeClock
 
@@ -119,3 +121,52 @@ def test_backoff_grows_and_is_capped():
     assert backoff(1) == timedelta(0)
     assert backoff(2) < backoff(3) < backoff(4)
     assert backoff(50) == timedelta(minutes=5)
+
+
+async def test_a_job_interrupted_too_often_is_given_up_without_running_again(meta):
+    """Each restart requeues a job the process was running when it died; a job that keeps killing
+    the process must not be started forever."""
+    created = await meta.create_dsar(1, "alice", None, "2024-01-01", "2024-01-02", T0)
+    for _ in range(3):  # three claims, each ended by the process dying
+        assert await meta.claim_job("dead", T0) is not None
+        assert await meta.requeue_running_jobs() == 1
+    handler = Handler(meta)
+    worker = Worker(meta, [handler], clock=FakeClock(T0), max_attempts=3)
+    assert await worker.run_pending() == 1
+    assert handler.runs == []
+    failed = await meta.get_dsar(created.id)
+    assert (failed.status, failed.fail_reason) == ("failed", "Internal error after 3 attempts")
+    assert await meta.claim_job("w", T0 + timedelta(days=1)) is None
+
+
+class FlakyQueue:
+    """Forwards to the real queue, but the first retry_job fails (e.g. the database is locked)."""
+
+    def __init__(self, inner: SQLiteMetadata) -> None:
+        self.inner = inner
+        self.retry_failures = 1
+
+    async def retry_job(self, job_id: int, error: str, run_after: datetime) -> None:
+        if self.retry_failures:
+            self.retry_failures -= 1
+            raise StorageError("metadata database error: database is locked")
+        await self.inner.retry_job(job_id, error, run_after)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_job_is_not_left_running_when_recording_a_failed_attempt_fails(meta):
+    created = await meta.create_dsar(1, "alice", None, "2024-01-01", "2024-01-02", T0)
+    handler = Handler(meta, failures=1)
+    worker = Worker(FlakyQueue(meta), [handler], clock=FakeClock(T0), poll_seconds=0.01)
+    worker.start()
+    try:
+        for _ in range(1000):
+            if (await meta.get_dsar(created.id)).status == "done":
+                break
+            await asyncio.sleep(0.005)
+    finally:
+        await worker.aclose()
+    assert (await meta.get_dsar(created.id)).status == "done"
+    assert [j.attempts for j in handler.runs] == [1, 2]
