@@ -713,3 +713,41 @@ def test_remote_ip_uses_x_forwarded_for_only_when_trusted(
         assert resp.status_code == 200
         [row] = exported(client, keys)
     assert row["ip_address"] == expected
+
+
+def _multipart_body(fields: dict[str, str], boundary: str = "b0und") -> bytes:
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+        for k, v in fields.items()
+    ]
+    return ("".join(parts) + f"--{boundary}--\r\n").encode()
+
+
+def test_identify_multipart_is_accepted(client: TestClient, keys: Keys) -> None:
+    ident = {"user_id": "multipart-user", "user_properties": {"$set": {"plan": "team"}}}
+    body = _multipart_body(
+        {"api_key": keys.api_key, "identification": orjson.dumps(ident).decode()}
+    )
+    resp = client.post(
+        "/identify", content=body, headers={"content-type": "multipart/form-data; boundary=b0und"}
+    )
+    assert (resp.status_code, resp.text) == (200, "success")
+    post(client, keys, [{"user_id": "multipart-user", "event_type": "e", "insert_id": "m1"}])
+    assert by_insert_id(exported(client, keys))["m1"]["user_properties"] == {"plan": "team"}
+
+
+def test_identify_body_is_bounded_without_content_length(client: TestClient, keys: Keys) -> None:
+    """A chunked multipart body declares no size: the 1 MB bound applies as the bytes arrive."""
+    body = _multipart_body({"api_key": keys.api_key, "pad": "x" * 1_100_000})
+
+    def chunks() -> Any:
+        for i in range(0, len(body), 64_000):
+            yield body[i : i + 64_000]
+
+    resp = client.post(
+        "/identify",
+        content=chunks(),
+        headers={"content-type": "multipart/form-data; boundary=b0und"},
+    )
+    assert resp.status_code == 413
+    assert resp.json() == {"code": 413, "error": "Payload too large"}

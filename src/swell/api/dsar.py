@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,16 +20,15 @@ from urllib.parse import parse_qsl
 
 import orjson
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from swell.api.bodies import parse_multipart, read_body
 from swell.api.state import app_state
 from swell.backends.base import DsarRequest, Principal
 from swell.dsar import Clock, Dsar, parse_params
-from swell.errors import BadRequest, BlobNotFound, NotFound, PayloadTooLarge
+from swell.errors import BadRequest, BlobNotFound, NotFound
 from swell.jobs import Worker
 from swell.ratelimit import CostLimiter
 from swell.store import Store
@@ -108,17 +107,12 @@ async def _body(request: Request) -> dict[str, Any]:
 
     The size bound applies to the bytes as they arrive, whether or not a length was declared.
     """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
+    raw = await read_body(
+        request, MAX_BODY_BYTES, f"Request body is larger than {MAX_BODY_BYTES} bytes"
+    )
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        return await _multipart(request.headers, bytes(raw))
+        return await parse_multipart(request.headers, raw, max_fields=16)
     is_json = content_type == "application/json" or content_type.endswith("+json")
     if is_json or (not content_type and raw.lstrip()[:1] == b"{"):
         try:
@@ -136,20 +130,6 @@ async def _body(request: Request) -> dict[str, Any]:
         return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=16))
     except ValueError:  # more than max_num_fields fields
         raise BadRequest("Too many form fields") from None
-
-
-async def _multipart(headers: Headers, raw: bytes) -> dict[str, Any]:
-    async def chunks() -> AsyncGenerator[bytes, None]:
-        yield raw
-
-    parser = MultiPartParser(
-        headers, chunks(), max_files=0, max_fields=16, max_part_size=MAX_BODY_BYTES
-    )
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise BadRequest(f"Invalid multipart body: {exc.message}") from None
-    return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
 def _status(request: Request, found: DsarRequest) -> dict[str, Any]:

@@ -10,9 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from swell.api.bodies import parse_multipart, read_body
 from swell.api.state import app_state
 from swell.enrich import RequestContext
-from swell.errors import BadRequest, PayloadTooLarge
+from swell.errors import BadRequest
 from swell.ingest import (
     BATCH_MAX_BYTES,
     HTTPAPI_MAX_BYTES,
@@ -22,21 +23,6 @@ from swell.ingest import (
 )
 
 FORM_MAX_BYTES = 1_000_000
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes without buffering it."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def client_ip(request: Request) -> str | None:
@@ -88,11 +74,9 @@ async def batch(request: Request) -> Response:
 async def _form(request: Request) -> dict[str, str]:
     if request.method == "GET":
         return dict(request.query_params)
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=0, max_fields=16, max_part_size=FORM_MAX_BYTES)
-        return {k: v for k, v in form.items() if isinstance(v, str)}
     raw = await read_body(request, FORM_MAX_BYTES)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return await parse_multipart(request.headers, raw, max_fields=16)
     try:
         text = raw.decode()
     except UnicodeDecodeError:
