@@ -32,9 +32,12 @@ IDENTIFY_EVENT = "$identify"
 GROUP_IDENTIFY_EVENT = "$groupidentify"
 
 
-def dedup_key(device_id: str | None, insert_id: str) -> int:
-    digest = hashlib.blake2b(f"{device_id or ''}\x00{insert_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+def dedup_key(project_id: int, device_id: str | None, insert_id: str) -> int:
+    """A stable 64-bit key for (project, device, insert_id): what the dedup window remembers."""
+    text = f"{project_id}\x00{device_id or ''}\x00{insert_id}"
+    return int.from_bytes(
+        hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True
+    )
 
 
 def _ms(dt: datetime) -> int:
@@ -53,22 +56,28 @@ class EnrichedBatch:
 class Identity:
     """Identity state of every project. Owned by the store; not thread-safe."""
 
-    def __init__(self, next_amplitude_id: int) -> None:
+    def __init__(self, next_amplitude_id: int, max_cached: int = 1_000_000) -> None:
         self.next_amplitude_id = next_amplitude_id
+        #: Cached users, devices, property states and groups kept (each) once saved; the rest
+        #: is read back from the metadata store when needed.
+        self.max_cached = max_cached
+        #: Bumped whenever cached state is dropped, so a load that awaited can tell.
+        self._evictions = 0
         self._users: dict[tuple[int, str], int] = {}
         self._devices: dict[tuple[int, str], tuple[int, bool]] = {}
         self._props: dict[tuple[int, int], dict[str, Any]] = {}
         self._groups: dict[tuple[int, str, str], dict[str, Any]] = {}
-        #: The whole dedup window: (project, dedup key) -> first seen (ms), loaded at start-up.
-        self._dedup: dict[tuple[int, int], int] = {}
+        #: The whole dedup window: dedup key -> first seen (ms), loaded at start-up.
+        self._dedup: dict[int, int] = {}
         #: The same keys by hour of first sight, so the window slides an hour at a time.
-        self._dedup_hours: dict[int, list[tuple[int, int]]] = {}
+        self._dedup_hours: dict[int, list[int]] = {}
+        #: The project of each key not saved yet (saved rows keep it, for per-project clean-up).
+        self._dirty_dedup: dict[int, int] = {}
         self._loaded_props: set[tuple[int, int]] = set()
         self._dirty_users: set[tuple[int, str]] = set()
         self._dirty_devices: set[tuple[int, str]] = set()
         self._dirty_props: set[tuple[int, int]] = set()
         self._dirty_groups: set[tuple[int, str, str]] = set()
-        self._dirty_dedup: set[tuple[int, int]] = set()
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -84,31 +93,73 @@ class Identity:
 
         Returns each event's dedup key (None without an ``insert_id``), for ``enrich``.
         """
+        while True:
+            generation = self._evictions
+            keys, missing = self._missing(project_id, events)
+            if missing is None:
+                return keys
+            users, devices, aids, groups = missing
+            snap = await store.load_state(project_id, users, devices, aids, groups)
+            # Another request may have filled a key meanwhile: never overwrite cached state.
+            for uid in users:
+                self._users.setdefault((project_id, uid), snap.users.get(uid, _ABSENT))
+            for did in devices:
+                self._devices.setdefault((project_id, did), snap.devices.get(did, (_ABSENT, True)))
+            wanted = aids | set(snap.users.values()) | {d[0] for d in snap.devices.values()}
+            for aid in wanted:
+                pkey = (project_id, aid)
+                if pkey not in self._loaded_props:
+                    self._loaded_props.add(pkey)
+                    if aid in snap.props:
+                        self._props.setdefault(pkey, snap.props[aid])
+            for gkey in groups:
+                self._groups.setdefault((project_id, *gkey), snap.groups.get(gkey, {}))
+            if self._evictions == generation:
+                # Nothing was dropped while we waited, so all these events need is cached; the
+                # caller enriches them before its next await.
+                return keys
+
+    def _missing(
+        self, project_id: int, events: Sequence[Mapping[str, Any]]
+    ) -> tuple[
+        list[int | None],
+        tuple[set[str], set[str], set[int], set[tuple[str, str]]] | None,
+    ]:
+        """Each event's dedup key, and the users, devices, property states and groups they need
+        that are not cached (None when nothing is missing)."""
         users: set[str] = set()
         devices: set[str] = set()
         aids: set[int] = set()
         groups: set[tuple[str, str]] = set()
         keys: list[int | None] = []
-        cached_users, cached_devices = self._users, self._devices
+        cached_users, cached_devices, loaded = self._users, self._devices, self._loaded_props
         for event in events:
             get = event.get
             uid, did = get("user_id"), get("device_id")
-            if type(uid) is str and (project_id, uid) not in cached_users:
-                users.add(uid)
-            if type(did) is str and (project_id, did) not in cached_devices:
-                devices.add(did)
+            if type(uid) is str:
+                aid = cached_users.get((project_id, uid))
+                if aid is None:
+                    users.add(uid)
+                elif aid and (project_id, aid) not in loaded:
+                    aids.add(aid)
+            if type(did) is str:
+                device = cached_devices.get((project_id, did))
+                if device is None:
+                    devices.add(did)
+                elif device[0] and (project_id, device[0]) not in loaded:
+                    aids.add(device[0])
             insert_id = get("insert_id")
             key = None
             if type(insert_id) is str:
-                key = dedup_key(did if type(did) is str else None, insert_id)
+                key = dedup_key(project_id, did if type(did) is str else None, insert_id)
             elif "$insert_id" in event:  # an imported record
                 insert_id = get("$insert_id")
                 if type(insert_id) is str:
-                    key = dedup_key(did if type(did) is str else None, insert_id)
+                    key = dedup_key(project_id, did if type(did) is str else None, insert_id)
             keys.append(key)
             if "amplitude_id" in event:
                 aid = get("amplitude_id")
-                if type(aid) is int and (project_id, aid) not in self._loaded_props:
+                if type(aid) is int and (project_id, aid) not in loaded:
                     aids.add(aid)
             if "groups" in event or "group_type" in event:
                 pairs = _group_pairs(get("groups"))
@@ -119,24 +170,9 @@ class Identity:
                     for gvalue in gvalues:
                         if (project_id, gtype, gvalue) not in self._groups:
                             groups.add((gtype, gvalue))
-        if not (users or devices or aids or groups):
-            return keys
-        snap = await store.load_state(project_id, users, devices, aids, groups)
-        # Another request may have filled a key while we waited: never overwrite cached state.
-        for uid in users:
-            self._users.setdefault((project_id, uid), snap.users.get(uid, _ABSENT))
-        for did in devices:
-            self._devices.setdefault((project_id, did), snap.devices.get(did, (_ABSENT, True)))
-        wanted = aids | set(snap.users.values()) | {d[0] for d in snap.devices.values()}
-        for aid in wanted:
-            pkey = (project_id, aid)
-            if pkey not in self._loaded_props:
-                self._loaded_props.add(pkey)
-                if aid in snap.props:
-                    self._props.setdefault(pkey, snap.props[aid])
-        for gkey in groups:
-            self._groups.setdefault((project_id, *gkey), snap.groups.get(gkey, {}))
-        return keys
+        if users or devices or aids or groups:
+            return keys, (users, devices, aids, groups)
+        return keys, None
 
     # -- enrichment ------------------------------------------------------------------------------
 
@@ -161,12 +197,11 @@ class Identity:
         dumps = orjson.dumps
         for event, dkey, uuid in zip(events, dedup_keys, new_uuids(len(events)), strict=True):
             if dkey is not None:
-                key = (project, dkey)
-                if key in seen:
+                if dkey in seen:
                     continue
-                seen[key] = now_ms
-                dirty_dedup.add(key)
-                this_hour.append(key)
+                seen[dkey] = now_ms
+                dirty_dedup[dkey] = project
+                this_hour.append(dkey)
             get = event.get
             uid = get("user_id")
             did = get("device_id")
@@ -308,9 +343,9 @@ class Identity:
         upload = record.get("server_upload_time")
         if isinstance(insert_id, str) and isinstance(upload, str):
             seen = _ms(parse_ts(upload))
-            key = (project, dedup_key(did if isinstance(did, str) else None, insert_id))
+            key = dedup_key(project, did if isinstance(did, str) else None, insert_id)
             if self._remember(key, seen):
-                self._dirty_dedup.add(key)
+                self._dirty_dedup[key] = project
 
     @staticmethod
     def _set(cache: dict[Any, Any], dirty: set[Any], key: Any, value: Any, overwrite: bool) -> None:
@@ -357,7 +392,7 @@ class Identity:
         changes.groups = [
             (p, t, v, orjson.dumps(self._groups[(p, t, v)])) for p, t, v in self._dirty_groups
         ]
-        changes.dedup = [(p, k, self._dedup[(p, k)]) for p, k in self._dirty_dedup]
+        changes.dedup = [(p, k, self._dedup[k]) for k, p in self._dirty_dedup.items()]
         for dirty in (
             self._dirty_users,
             self._dirty_devices,
@@ -368,7 +403,7 @@ class Identity:
             dirty.clear()
         return changes
 
-    def _remember(self, key: tuple[int, int], seen_ms: int) -> bool:
+    def _remember(self, key: int, seen_ms: int) -> bool:
         """Add an insert_id to the window, or move it later; False if nothing changed."""
         if self._dedup.get(key, -1) >= seen_ms:
             return False
@@ -378,8 +413,42 @@ class Identity:
 
     def load_dedup(self, rows: Iterable[tuple[int, int, int]]) -> None:
         """Take the saved dedup window: (project, key, seen_ms) rows (start-up only)."""
-        for project, key, seen_ms in rows:
-            self._remember((project, key), seen_ms)
+        for _project, key, seen_ms in rows:
+            self._remember(key, seen_ms)
+
+    def evict(self) -> int:
+        """Drop saved (clean) cached state beyond ``max_cached`` entries per map, oldest first
+        (a tenth more, so this runs rarely). Call right after a save; returns how many went."""
+        dropped = 0
+        caches: tuple[tuple[dict[Any, Any], set[Any]], ...] = (
+            (self._users, self._dirty_users),
+            (self._devices, self._dirty_devices),
+            (self._props, self._dirty_props),
+            (self._groups, self._dirty_groups),
+        )
+        for cache, dirty in caches:
+            excess = len(cache) - self.max_cached
+            if excess <= 0:
+                continue
+            wanted = excess + self.max_cached // 10
+            victims = []
+            for key in cache:  # insertion order: the oldest first
+                if key not in dirty:
+                    victims.append(key)
+                    if len(victims) >= wanted:
+                        break
+            for key in victims:
+                del cache[key]
+            if cache is self._props:
+                self._loaded_props.difference_update(victims)
+            dropped += len(victims)
+        if len(self._loaded_props) > self.max_cached:  # also marks users with no properties
+            props = self._props
+            self._loaded_props = {k for k in self._loaded_props if k in props}
+            dropped += 1
+        if dropped:
+            self._evictions += 1
+        return dropped
 
     def forget_dedup_before(self, before_ms: int) -> int:
         """Drop insert_ids first seen before ``before_ms`` (they can no longer match), a whole hour

@@ -33,6 +33,9 @@ class Settings:
         256 * 1024, "Uncompressed bytes of whole lines per gzip member inside a part"
     )
     seal_check_seconds: float = setting(5.0, "How often the sealer looks for hours that have ended")
+    identity_cache_entries: int = setting(
+        1_000_000, "Users, devices, property states and groups each kept in memory once saved"
+    )
     export_max_bytes: int = setting(
         4 * 1024**3, "Largest export archive served; larger ranges answer 400"
     )

@@ -71,7 +71,7 @@ class Store:
         self.meta = meta
         self.blobs = blobs
         self.log = wal.Log(settings.data_dir / "wal")
-        self.identity = Identity(0)
+        self.identity = Identity(0, max_cached=settings.identity_cache_entries)
         self._open: dict[tuple[int, int], OpenPart] = {}
         self._next_seq: dict[tuple[int, int], int] = {}
         self._seal_lock = asyncio.Lock()
@@ -322,6 +322,7 @@ class Store:
             changes = self.identity.take_changes(lsn)
             await self.log.sync(lsn)  # state must never get ahead of what is durable
             await self.meta.save_state(changes)
+            self.identity.evict()
             self._state_lsn = max(self._state_lsn, lsn)
             self._last_checkpoint = time.monotonic()
             self._release_log()
