@@ -187,7 +187,7 @@ class Store:
         enriched = self.identity.enrich(events, ctx, keys)
         if enriched.lines:
             hour = hour_of(ctx.server_upload)
-            body = b"\n".join(enriched.lines) + b"\n"
+            body = b"\n".join([*enriched.lines, b""])
             lsn = self.log.append(wal.EVENTS, ctx.project_id, hour, body)
             part = self._part_for(ctx.project_id, hour)
             part.add_batch(
