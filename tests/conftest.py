@@ -152,10 +152,13 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        #: The server's stderr goes to a file (a pipe nobody reads would block a chatty server).
+        self.log_path = data_dir.parent / f"{data_dir.name}-serve.log"
 
     def start(self) -> LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -164,12 +167,13 @@ class LiveServer:
             ],
             env=self.env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=log,
         )
+        log.close()  # the child holds its own descriptor
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                err = self.log_path.read_text(errors="replace")[-4000:]
                 raise RuntimeError(f"swell serve exited with {self.proc.returncode}: {err}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:

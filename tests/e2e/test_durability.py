@@ -23,15 +23,12 @@ BATCH = 25
 
 @pytest.fixture
 def servers() -> Iterator[list[LiveServer]]:
-    """Servers a test starts; whatever is still running is stopped, and pipes are closed."""
+    """Servers a test starts; whatever is still running is stopped."""
     started: list[LiveServer] = []
     yield started
     for server in started:
-        if server.proc is not None:
-            if server.proc.poll() is None:
-                server.kill()
-            if server.proc.stderr is not None:
-                server.proc.stderr.close()
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
 
 
 def start(servers: list[LiveServer], data_dir: Path) -> LiveServer:

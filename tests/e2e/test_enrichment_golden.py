@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import re
 import uuid as uuidlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 
 from swell.model import EXPORT_KEYS, parse_ts
 from tests.conftest import LiveServer, live_export
@@ -195,15 +193,6 @@ SERVER_EXPECTED: dict[str, Any] = EMPTY | {
     "user_id": "golden-user-3",
     # client_event_time, event_time (= upload time) and event_id are checked below
 }
-
-
-@pytest.fixture(autouse=True)
-def _close_live_server_pipe(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Runs after live_server's teardown: close the stderr pipe it leaves open (ResourceWarning)."""
-    yield
-    server = request.node.funcargs.get("live_server")  # type: ignore[attr-defined]
-    if server is not None and server.proc is not None and server.proc.stderr is not None:
-        server.proc.stderr.close()
 
 
 def export_rows(server: LiveServer, project: dict[str, Any]) -> list[dict[str, Any]]:

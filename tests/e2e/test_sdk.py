@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,6 @@ def wait(futures: list[Any] | None) -> None:
     for future in futures or []:
         if future is not None:
             future.result(timeout=30)
-
-
-@pytest.fixture(autouse=True)
-def _close_live_server_pipe(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Runs after live_server's teardown: close the stderr pipe it leaves open (ResourceWarning)."""
-    yield
-    server = request.node.funcargs.get("live_server")  # type: ignore[attr-defined]
-    if server is not None and server.proc is not None and server.proc.stderr is not None:
-        server.proc.stderr.close()
 
 
 class Outcomes:
