@@ -254,6 +254,88 @@ def _wait_idle(server: Any, quiet: float = 0.3, limit: float = 15.0) -> None:
         last = now
 
 
+#: Where a request's server CPU goes, stage by stage (see stage_costs).
+STAGES = (
+    ("json", "orjson.loads of the body"),
+    ("validate", "Amplitude's validation of every event"),
+    ("prepare", "identity: dedup keys, cache look-ups, one metadata load"),
+    ("enrich", "identity + 55-key record + orjson.dumps, per event"),
+    ("append", "log frame + open part (blocks gzip'd as they fill)"),
+    ("fsync", "log write + fsync"),
+    ("checkpoint", "identity changes saved to SQLite"),
+)
+
+
+async def _stage_costs(bodies: list[bytes], data_dir: Path) -> dict[str, float]:
+    from datetime import UTC, datetime
+
+    from swell import log as wal
+    from swell.enrich import RequestContext
+    from swell.ingest import HTTPAPI_MAX_BYTES, parse_events_body
+    from swell.model import hour_of
+    from swell.settings import Settings
+    from swell.store import Store
+
+    store = await Store.open(Settings.from_env({}, data_dir=data_dir))
+    spent = dict.fromkeys((name for name, _ in STAGES), 0.0)
+    clock = time.process_time  # the whole process: the log and SQLite work in threads
+    try:
+        for body in bodies:
+            t0 = clock()
+            orjson.loads(body)
+            t1 = clock()
+            batch = parse_events_body(body, max_bytes=HTTPAPI_MAX_BYTES)
+            t2 = clock()
+            now = datetime.now(UTC)
+            ctx = RequestContext(
+                project_id=1,
+                path="/2/httpapi",
+                default_library="http/2.0",
+                server_received=now,
+                server_upload=now,
+                client_upload=None,
+                remote_ip="127.0.0.1",
+            )
+            keys = await store.identity.prepare(store.meta, 1, batch.events, now)
+            t3 = clock()
+            enriched = store.identity.enrich(batch.events, ctx, keys)
+            t4 = clock()
+            hour = hour_of(now)
+            lsn = store.log.append(wal.EVENTS, 1, hour, b"\n".join([*enriched.lines, b""]))
+            store._part_for(1, hour).add_batch(
+                enriched.lines, enriched.amplitude_ids, enriched.user_ids, ctx.server_upload_ts, lsn
+            )
+            t5 = clock()
+            await store.log.sync()
+            t6 = clock()
+            await store.checkpoint(force=True)
+            t7 = clock()
+            for name, spent_s in zip(
+                spent,
+                (t1 - t0, t2 - t1 - (t1 - t0), t3 - t2, t4 - t3, t5 - t4, t6 - t5, t7 - t6),
+                strict=True,
+            ):
+                spent[name] += spent_s
+    finally:
+        await store.aclose()
+    events = len(bodies) * EVENTS_PER_REQUEST
+    return {name: seconds / events * 1e6 for name, seconds in spent.items()}
+
+
+def stage_costs(quick: bool = False) -> dict[str, float]:
+    """µs of CPU per event for each stage of a request, run in-process on a fresh store with the
+    benchmark's bodies (no HTTP). ``validate`` is parse_events_body minus its orjson.loads."""
+    import asyncio
+
+    requests = 10 if quick else 100
+    data_dir = Path(tempfile.mkdtemp(prefix="swell-bench-stages-", dir="/tmp"))
+    try:
+        bodies = build_bodies("0" * 32, 1, requests, seed=2)[0]
+        return asyncio.run(_stage_costs(bodies, data_dir))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     per_pass = 10 if quick else 150
     timed = 3
@@ -366,6 +448,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args()
     result = run(quick=args.quick)
+    result["stages"] = stage_costs(quick=args.quick)
     printable = {k: v for k, v in result.items() if k not in ("swell", "floor")}
     for key in ("swell", "floor"):
         printable[key] = {k: v for k, v in result[key].items() if not k.endswith("_runs")}
