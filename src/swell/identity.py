@@ -10,6 +10,7 @@ acknowledged events saw. See docs/compatibility.md#identity for the rules copied
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,6 +64,8 @@ class Identity:
         self.max_cached = max_cached
         #: Bumped whenever cached state is dropped, so a load that awaited can tell.
         self._evictions = 0
+        self._window_checked = -60.0
+        self._window_cutoff = 0
         self._users: dict[tuple[int, str], int] = {}
         self._devices: dict[tuple[int, str], tuple[int, bool]] = {}
         self._props: dict[tuple[int, int], dict[str, Any]] = {}
@@ -343,6 +346,8 @@ class Identity:
         upload = record.get("server_upload_time")
         if isinstance(insert_id, str) and isinstance(upload, str):
             seen = _ms(parse_ts(upload))
+            if seen < self._window_start():  # history (an import): it can no longer match
+                return
             key = dedup_key(project, did if isinstance(did, str) else None, insert_id)
             if self._remember(key, seen):
                 self._dirty_dedup[key] = project
@@ -410,6 +415,14 @@ class Identity:
         self._dedup[key] = seen_ms
         self._dedup_hours.setdefault(seen_ms // HOUR_MS, []).append(key)
         return True
+
+    def _window_start(self) -> int:
+        """Epoch ms before which an insert_id no longer deduplicates (cached for a minute)."""
+        now = time.monotonic()
+        if now >= self._window_checked + 60:
+            self._window_checked = now
+            self._window_cutoff = int(time.time() * 1000) - DEDUP_WINDOW_MS
+        return self._window_cutoff
 
     def load_dedup(self, rows: Iterable[tuple[int, int, int]]) -> None:
         """Take the saved dedup window: (project, key, seen_ms) rows (start-up only)."""

@@ -145,3 +145,20 @@ async def test_a_failed_write_leaves_no_phantom_table(tmp_path: Path) -> None:
         assert await meta.load_dedup(0) == []
     finally:
         await meta.aclose()
+
+
+def test_imported_history_does_not_fill_the_window() -> None:
+    identity = Identity(1)
+
+    def record(insert_id: str, age: timedelta) -> dict[str, object]:
+        upload = (datetime.now(UTC) - age).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return {
+            "amplitude_id": 5,
+            "device_id": "d",
+            "$insert_id": insert_id,
+            "server_upload_time": upload,
+        }
+
+    identity.observe(1, record("old", timedelta(days=8)))
+    identity.observe(1, record("recent", timedelta(days=6)))
+    assert identity.dedup_window_size == 1
