@@ -117,7 +117,7 @@ _FIELD_KINDS: Final[dict[str, int]] = {
 }
 
 
-_NOTHING: Final[frozenset[type]] = frozenset()
+_ANY_JSON: Final[frozenset[type]] = frozenset({str, int, float, bool, type(None), dict, list})
 #: Value types that are valid for a field with no further check (the rest go through the kinds).
 _ALWAYS_VALID: Final[dict[str, frozenset[type]]] = {
     key: frozenset(
@@ -348,11 +348,9 @@ def _check_fields(event: Mapping[str, Any], index: int, invalid: dict[str, list[
     fast = _ALWAYS_VALID
     for key, value in event.items():
         # Most values are plain strings or null in a field that allows them: one set lookup.
-        if type(value) in fast.get(key, _NOTHING):
+        if type(value) in fast.get(key, _ANY_JSON):  # a key not listed here is not checked
             continue
-        kind = _FIELD_KINDS.get(key)
-        if kind is None or value is None:
-            continue
+        kind = _FIELD_KINDS[key]
         if kind == _OBJ:
             ok = isinstance(value, dict) and not _too_deep(value, MAX_DEPTH)
         elif kind == _INT:  # exported as JSON integers, so they must fit int64
