@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,12 +71,13 @@ class Identity:
         self._devices: dict[tuple[int, str], tuple[int, bool]] = {}
         self._props: dict[tuple[int, int], dict[str, Any]] = {}
         self._groups: dict[tuple[int, str, str], dict[str, Any]] = {}
-        #: The whole dedup window: dedup key -> first seen (ms), loaded at start-up.
-        self._dedup: dict[int, int] = {}
-        #: The same keys by hour of first sight, so the window slides an hour at a time.
-        self._dedup_hours: dict[int, list[int]] = {}
-        #: The project of each key not saved yet (saved rows keep it, for per-project clean-up).
-        self._dirty_dedup: dict[int, int] = {}
+        #: The whole dedup window (one 64-bit key per insert_id), loaded at start-up.
+        self._dedup: set[int] = set()
+        #: The same keys by hour of first sight (8 bytes each), so the window slides an hour at a
+        #: time.
+        self._dedup_hours: dict[int, array[int]] = {}
+        #: Keys not saved yet: (project, first seen ms); saved rows keep the project.
+        self._dirty_dedup: dict[int, tuple[int, int]] = {}
         self._loaded_props: set[tuple[int, int]] = set()
         self._dirty_users: set[tuple[int, str]] = set()
         self._dirty_devices: set[tuple[int, str]] = set()
@@ -195,15 +197,16 @@ class Identity:
         lines, aids, uids = out.lines, out.amplitude_ids, out.user_ids
         users, devices, props = self._users, self._devices, self._props
         seen, dirty_dedup = self._dedup, self._dirty_dedup
-        this_hour = self._dedup_hours.setdefault(now_ms // HOUR_MS, [])
+        this_hour = self._hour_bucket(now_ms)
+        first_seen = (project, now_ms)
         processed = ctx.server_upload
         dumps = orjson.dumps
         for event, dkey, uuid in zip(events, dedup_keys, new_uuids(len(events)), strict=True):
             if dkey is not None:
                 if dkey in seen:
                     continue
-                seen[dkey] = now_ms
-                dirty_dedup[dkey] = project
+                seen.add(dkey)
+                dirty_dedup[dkey] = first_seen
                 this_hour.append(dkey)
             get = event.get
             uid = get("user_id")
@@ -350,7 +353,7 @@ class Identity:
                 return
             key = dedup_key(project, did if isinstance(did, str) else None, insert_id)
             if self._remember(key, seen):
-                self._dirty_dedup[key] = project
+                self._dirty_dedup[key] = (project, seen)
 
     @staticmethod
     def _set(cache: dict[Any, Any], dirty: set[Any], key: Any, value: Any, overwrite: bool) -> None:
@@ -397,7 +400,7 @@ class Identity:
         changes.groups = [
             (p, t, v, orjson.dumps(self._groups[(p, t, v)])) for p, t, v in self._dirty_groups
         ]
-        changes.dedup = [(p, k, self._dedup[k]) for k, p in self._dirty_dedup.items()]
+        changes.dedup = [(p, k, ms) for k, (p, ms) in self._dirty_dedup.items()]
         for dirty in (
             self._dirty_users,
             self._dirty_devices,
@@ -409,12 +412,20 @@ class Identity:
         return changes
 
     def _remember(self, key: int, seen_ms: int) -> bool:
-        """Add an insert_id to the window, or move it later; False if nothing changed."""
-        if self._dedup.get(key, -1) >= seen_ms:
+        """Add an insert_id first seen at ``seen_ms`` to the window; False if already there (the
+        window counts from the first occurrence)."""
+        if key in self._dedup:
             return False
-        self._dedup[key] = seen_ms
-        self._dedup_hours.setdefault(seen_ms // HOUR_MS, []).append(key)
+        self._dedup.add(key)
+        self._hour_bucket(seen_ms).append(key)
         return True
+
+    def _hour_bucket(self, ms: int) -> array[int]:
+        hour = ms // HOUR_MS
+        bucket = self._dedup_hours.get(hour)
+        if bucket is None:
+            bucket = self._dedup_hours[hour] = array("q")
+        return bucket
 
     def _window_start(self) -> int:
         """Epoch ms before which an insert_id no longer deduplicates (cached for a minute)."""
@@ -464,16 +475,14 @@ class Identity:
         return dropped
 
     def forget_dedup_before(self, before_ms: int) -> int:
-        """Drop insert_ids first seen before ``before_ms`` (they can no longer match), a whole hour
-        at a time; returns how many were dropped."""
+        """Drop insert_ids first seen in hours wholly before ``before_ms`` (they can no longer
+        match); returns how many were dropped."""
         dropped = 0
         last_hour = before_ms // HOUR_MS  # keys of this hour may still be inside the window
         for hour in [h for h in self._dedup_hours if h < last_hour]:
-            for key in self._dedup_hours.pop(hour):
-                seen = self._dedup.get(key)
-                if seen is not None and seen < before_ms:
-                    del self._dedup[key]
-                    dropped += 1
+            bucket = self._dedup_hours.pop(hour)
+            self._dedup.difference_update(bucket)
+            dropped += len(bucket)
         return dropped
 
     @property

@@ -78,10 +78,11 @@ def test_the_window_slides_an_hour_at_a_time() -> None:
     assert identity.dedup_window_size == 3
     assert identity.forget_dedup_before(now_ms - DEDUP_WINDOW_MS) == 2
     assert identity.dedup_window_size == 1
-    # A key seen again later is kept when its first hour is forgotten.
+    # The window counts from the first occurrence: a later sighting does not extend it.
     identity.load_dedup([(1, 20, old), (1, 20, recent)])
-    assert identity.forget_dedup_before(now_ms - DEDUP_WINDOW_MS) == 0
     assert identity.dedup_window_size == 2
+    assert identity.forget_dedup_before(now_ms - DEDUP_WINDOW_MS) == 1
+    assert identity.dedup_window_size == 1
 
 
 async def test_saved_days_are_reloaded_and_pruned_whole(tmp_path: Path) -> None:
