@@ -4,10 +4,19 @@ Setup: a fresh data dir, ``swell org create`` / ``project create``, then ``swell
 Measured: ``GET /api/2/export?start=...&end=...`` (Basic auth) downloaded with
 ``curl -s -o /dev/null``, alternating with the baseline, the same bytes (the part files
 concatenated and zero-padded to the archive's size) served by bench/floor_apps.py ``file_app``
-(StreamingResponse + async generator + 1 MiB ``os.pread``) under the same uvicorn stack. One
-warm-up download each, then the median of the timed runs. Also: time to first byte, server CPU
-per GB, peak server RSS (VmHWM) and RSS growth during a download (sampled every 10 ms), and a
-Range resume check (``Range: bytes=N-`` must equal the tail of the full download, by sha256).
+under the same uvicorn stack:
+
+* ``plain``, the target's baseline: StreamingResponse + async generator + 1 MiB ``os.pread``
+  reads into fresh bytes objects, what a plain file server on this stack does;
+* ``plain_reuse``, for reference: the same, reading into a few reused 1 MiB buffers, which is
+  how swell's export reads (``swell.export.BufferPool``). A plain file server could adopt that
+  too, so ``ratio_reuse`` is swell against a plain file served with swell's own technique.
+
+One warm-up download each, then the median of the timed runs. Also: time to first byte, server CPU
+per GB, peak server RSS during the downloads (VmHWM, reset once the servers are up so that start-up
+work such as loading identity state does not count; the RSS at that point is reported too) and RSS
+growth during a download (sampled every 10 ms), and a Range resume check (``Range: bytes=N-`` must
+equal the tail of the full download, by sha256).
 
     .venv/bin/python bench/bench_export.py [--quick] [--events N]
 """
@@ -182,6 +191,15 @@ def range_check(port: int, path: str, auth: str, size: int) -> dict[str, Any]:
     }
 
 
+def _reset_peak_rss(pid: int) -> bool:
+    """Set a process's VmHWM back to its current RSS (Linux >= 4.0); False if not allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def _plain_file(parts: list[Path], target: Path, size: int) -> None:
     """The part files concatenated, zero-padded to ``size`` (the archive's byte count)."""
     with target.open("wb") as out:
@@ -228,31 +246,43 @@ def run(quick: bool = False, events: int | None = None) -> dict[str, Any]:
         )
         servers.append(baseline.start())
 
-        runs: dict[str, list[dict[str, Any]]] = {"swell": [], "plain": []}
+        rss_start: dict[str, int] = {}
+        hwm_start: dict[str, int] = {}
+        for keys, pid in ((("swell",), swell.pid), (("plain", "plain_reuse"), baseline.pid)):
+            for key in keys:
+                rss_start[key] = proc_status_kib(pid, "VmRSS")
+                hwm_start[key] = proc_status_kib(pid, "VmHWM")
+        hwm_reset = _reset_peak_rss(swell.pid) and _reset_peak_rss(baseline.pid)
+        runs: dict[str, list[dict[str, Any]]] = {"swell": [], "plain": [], "plain_reuse": []}
         for index in range(1 + timed):
             for key, server, url, who in (
                 ("swell", swell, path, user),
                 ("plain", baseline, "/file", None),
+                ("plain_reuse", baseline, "/file?buffers=reuse", None),
             ):
                 result = curl(server, url, who)
                 if result["bytes"] != size:
                     raise RuntimeError(f"{server.name}: {result['bytes']} bytes, wanted {size}")
                 label = "warm-up" if index == 0 else f"run {index}"
                 print(
-                    f"  {key:5s} {label:7s}: {result['mb_s']:>7,.0f} MB/s, TTFB "
+                    f"  {key:11s} {label:7s}: {result['mb_s']:>7,.0f} MB/s, TTFB "
                     f"{result['ttfb_s'] * 1000:.1f} ms, {result['cpu_s_per_gb']:.2f} server "
                     f"CPU-s/GB, RSS +{result['rss_growth_kib'] / 1024:.1f} MiB, load {loadavg()}"
                 )
                 if index > 0:
                     runs[key].append(result)
-        hwm = {"swell": proc_status_kib(swell.pid, "VmHWM"), "plain": 0}
-        hwm["plain"] = proc_status_kib(baseline.pid, "VmHWM")
+        # The two baselines are one server process: its VmHWM covers both.
+        hwm = {"swell": proc_status_kib(swell.pid, "VmHWM")}
+        hwm["plain"] = hwm["plain_reuse"] = proc_status_kib(baseline.pid, "VmHWM")
         check = range_check(swell.port, path, auth, size)
         print(f"  range resume from byte {check['offset']:,}: {'OK' if check['ok'] else 'FAILED'}")
         summary: dict[str, Any] = {
             key: value for key, value in gen.items() if key not in ("parts", "project")
         }
         summary.update({"archive_bytes": size, "etag": headers.get("etag"), "timed_runs": timed})
+        # vm_hwm_mib is the peak during the downloads, vm_hwm_start_mib the one before (start-up);
+        # if the reset was refused, vm_hwm_mib covers both.
+        summary["vm_hwm_reset"] = hwm_reset
         for key, results in runs.items():
             summary[key] = {
                 "mb_s": median([r["mb_s"] for r in results]),
@@ -262,11 +292,22 @@ def run(quick: bool = False, events: int | None = None) -> dict[str, Any]:
                 "rss_growth_mib": max(r["rss_growth_kib"] for r in results) / 1024,
                 "rss_peak_mib": max(r["rss_peak_kib"] for r in results) / 1024,
                 "vm_hwm_mib": hwm[key] / 1024,
+                "rss_start_mib": rss_start[key] / 1024,
+                "vm_hwm_start_mib": hwm_start[key] / 1024,
             }
         summary["ratio"] = summary["swell"]["mb_s"] / summary["plain"]["mb_s"]
         summary["paired_ratios"] = [
             a["mb_s"] / b["mb_s"] for a, b in zip(runs["swell"], runs["plain"], strict=True)
         ]
+        summary["ratio_reuse"] = summary["swell"]["mb_s"] / summary["plain_reuse"]["mb_s"]
+        summary["paired_ratios_reuse"] = [
+            a["mb_s"] / b["mb_s"] for a, b in zip(runs["swell"], runs["plain_reuse"], strict=True)
+        ]
+        print(
+            f"  median: swell {summary['swell']['mb_s']:,.0f} MB/s, plain "
+            f"{summary['plain']['mb_s']:,.0f} (ratio {summary['ratio']:.2f}), plain_reuse "
+            f"{summary['plain_reuse']['mb_s']:,.0f} (ratio {summary['ratio_reuse']:.2f})"
+        )
         summary["range"] = check
         return summary
     finally:

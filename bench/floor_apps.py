@@ -5,7 +5,10 @@ Both run under uvicorn exactly as ``swell serve`` does (one worker, uvloop, http
 * ``ingest_app``: POST /2/httpapi reads the body, ``orjson.loads`` it and answers the same JSON
   shape swell answers. Nothing is validated, enriched, logged or fsync'd: the HTTP + JSON floor.
 * ``file_app``: GET /file streams one file (``BENCH_FILE``) with an async generator doing 1 MiB
-  ``os.pread`` reads, the pattern swell's blob store uses, and honours ``Range: bytes=N-``.
+  ``os.pread`` reads, each into a fresh bytes object: what a plain file server on this stack does.
+  GET /file?buffers=reuse reads the same bytes into a few reused 1 MiB buffers instead (swell's
+  export technique, ``swell.export.BufferPool``), which any file server could adopt too. Both
+  honour ``Range: bytes=N-``.
 """
 
 from __future__ import annotations
@@ -62,6 +65,25 @@ async def _pread_stream(path: str, start: int, stop: int) -> AsyncIterator[bytes
         os.close(fd)
 
 
+async def _reuse_stream(path: str, start: int, stop: int) -> AsyncIterator[memoryview]:
+    from swell.export import BufferPool  # here, so that ingest_app's process never loads swell
+
+    pool = BufferPool(min(CHUNK, max(stop - start, 1)))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        offset = start
+        while offset < stop:
+            view = memoryview(pool.take())[: min(pool.size, stop - offset)]
+            got = os.preadv(fd, [view], offset)
+            if got < len(view):
+                raise RuntimeError(f"{path} is shorter than expected")
+            offset += got
+            yield view
+            del view  # the pool hands a buffer out again only once nothing references it
+    finally:
+        os.close(fd)
+
+
 async def file(request: Request) -> Response:
     path = os.environ["BENCH_FILE"]
     size = os.stat(path).st_size
@@ -73,8 +95,9 @@ async def file(request: Request) -> Response:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
     headers["Content-Length"] = str(size - start)
+    reuse = request.query_params.get("buffers") == "reuse"
     return StreamingResponse(
-        _pread_stream(path, start, size),
+        (_reuse_stream if reuse else _pread_stream)(path, start, size),
         status_code=status,
         headers=headers,
         media_type="application/octet-stream",

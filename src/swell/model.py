@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 #: The 55 top-level keys of Amplitude's current export record, sorted as Amplitude sorts them.
 EXPORT_KEYS: tuple[str, ...] = (
@@ -114,10 +114,16 @@ def hour_of_ts(value: str) -> int:
     return hour_of(parse_ts(value))
 
 
+_EPOCH_ORDINAL = EPOCH.toordinal()
+
+
 def part_name(project_id: int, hour: int, seq: int) -> str:
     """Member and blob name of a part: ``{p}/{p}_{YYYY-MM-DD}_{H}#{n}.json.gz``, hour not padded."""
-    start = hour_start(hour)
-    return f"{project_id}/{project_id}_{start:%Y-%m-%d}_{start.hour}#{seq}.json.gz"
+    # An export names every part of its range before the first byte (Part.name is not cached),
+    # so this avoids building and formatting a datetime: ~1 µs instead of ~6.
+    day, hour_of_day = divmod(hour, 24)
+    day_text = date.fromordinal(_EPOCH_ORDINAL + day).isoformat()
+    return f"{project_id}/{project_id}_{day_text}_{hour_of_day}#{seq}.json.gz"
 
 
 @dataclass(frozen=True, slots=True)

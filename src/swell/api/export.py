@@ -10,6 +10,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from swell.api.state import app_state
+from swell.errors import StorageError
 from swell.export import parse_range, plan_export, stream_export
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -54,8 +55,11 @@ async def export(request: Request) -> Response:
         end_hour,
         max_bytes=state.settings.export_max_bytes,
     )
-    for part in plan.parts:  # fail before the response starts, never halfway through it
-        await state.store.blobs.head(part.name)
+    # Fail before the response starts, never halfway through it: every blob is there, whole.
+    for name, part in zip(plan.names, plan.parts, strict=True):
+        found = (await state.store.blobs.head(name)).size
+        if found != part.size:
+            raise StorageError(f"blob {name!r} has {found} bytes, the catalog says {part.size}")
     q = request.query_params
     headers: dict[str, Any] = {
         "ETag": plan.etag,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from swell.model import Part, UserBlocks
 
@@ -59,6 +59,26 @@ class Principal:
     org_id: int
     project_id: int | None
     secret_hash: str
+
+
+class BlobReader(Protocol):
+    """One open blob, read into the caller's buffers."""
+
+    async def read_into(self, offset: int, buffer: memoryview) -> None:
+        """Fill ``buffer`` with the object's bytes from ``offset`` on. Raises StorageError if the
+        object ends first."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class OpensReaders(Protocol):
+    """A blob store that reads into caller buffers (LocalBlobStore does); others stream chunks."""
+
+    async def open_reader(self, key: str) -> BlobReader:
+        """Raises BlobNotFound."""
+        ...
 
 
 class KeyStore(Protocol):
