@@ -21,18 +21,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
+from isal import isal_zlib
 
 from swell.backends.base import BlobStore, DsarRequest, DsarStore, Job, KeyStore, UserIndex
 from swell.errors import BadRequest, NotFound
 from swell.model import Part, UserBlocks, hour_of
-from swell.parts import iter_block_lines
+from swell.parts import decompress_blocks
 from swell.settings import Settings
 
 logger = logging.getLogger("swell.dsar")
@@ -46,8 +46,9 @@ MAX_AMPLITUDE_ID = 2**63 - 1
 #: Largest single read of a part: adjacent blocks are coalesced up to this many bytes. The local
 #: blob store reads on the event loop, so a read stays as small as an Export streaming chunk.
 MAX_READ_BYTES = 1024 * 1024
-#: Output files are gzip level 6 (zlib's default): they are small and written once.
-OUTPUT_LEVEL = 6
+#: Output files are gzip from isal at level 2: ~1 GB/s, so a heavy user's million events compress
+#: in about a second (zlib's level 6 would take ~15 s) for files about a quarter larger.
+OUTPUT_LEVEL = 2
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DIGITS = re.compile(r"[0-9]{1,19}")
@@ -159,7 +160,7 @@ class _Writer:
     __slots__ = ("chunks", "compressor", "events")
 
     def __init__(self) -> None:
-        self.compressor = zlib.compressobj(OUTPUT_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self.compressor = isal_zlib.compressobj(OUTPUT_LEVEL, isal_zlib.DEFLATED, 16 + 15)
         self.chunks: list[bytes] = []
         self.events = 0
 
@@ -334,7 +335,7 @@ class Dsar:
         writers: dict[tuple[int, str], _Writer],
     ) -> None:
         """Add the user's lines in [start, end] (event_time days) from whole gzip members."""
-        for line in iter_block_lines(data):
+        for line in user_lines(data, amplitude_ids):
             record = orjson.loads(line)
             if record.get("amplitude_id") not in amplitude_ids:
                 continue
@@ -360,6 +361,29 @@ class Dsar:
         if request.amplitude_id is not None:
             ids.add(request.amplitude_id)
         return ids
+
+
+def user_lines(data: bytes, amplitude_ids: set[int]) -> list[bytes]:
+    """The lines of whole gzip members that may hold one of ``amplitude_ids``, in storage order.
+
+    A block holds ~180 records and a typical user has one of them, so lines are found by searching
+    the decompressed bytes for ``"amplitude_id":<id>`` instead of parsing every record. A key
+    inside a JSON string has its quotes escaped and cannot match; a nested object's key or a longer
+    id can, which is why callers still check the parsed record.
+    """
+    raw = decompress_blocks(data)
+    starts: set[int] = set()
+    for aid in amplitude_ids:
+        needle = b'"amplitude_id":%d' % aid
+        at = raw.find(needle)
+        while at >= 0:
+            starts.add(raw.rfind(b"\n", 0, at) + 1)
+            at = raw.find(needle, at + len(needle))
+    lines = []
+    for begin in sorted(starts):
+        stop = raw.find(b"\n", begin)
+        lines.append(raw[begin : stop if stop >= 0 else len(raw)])
+    return lines
 
 
 def _finish(writers: Mapping[tuple[int, str], _Writer]) -> list[_Output]:

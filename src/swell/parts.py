@@ -154,9 +154,15 @@ class OpenPart:
         return part, b"".join(self.members), entries
 
 
+def decompress_blocks(data: bytes) -> bytes:
+    """The NDJSON text of one or more whole gzip members (blocks)."""
+    raw: bytes = igzip.decompress(data)  # type: ignore[no-untyped-call]
+    return raw
+
+
 def iter_block_lines(data: bytes) -> Iterator[bytes]:
     """The NDJSON lines (without newlines) of one or more whole gzip members."""
-    raw: bytes = igzip.decompress(data)  # type: ignore[no-untyped-call]
+    raw = decompress_blocks(data)
     for line in raw.split(b"\n"):
         if line:
             yield line

@@ -83,3 +83,28 @@ def test_coalesced_reads_stay_within_one_mib():
     assert merged[0] == (0, 1_000_000)
     assert max(stop - start for start, stop in merged) <= 1 << 20
     assert sum(stop - start for start, stop in merged) == 4_000_000
+
+
+def test_user_lines_finds_every_line_of_the_ids_in_storage_order() -> None:
+    import orjson
+    from isal import igzip
+
+    from swell.dsar import user_lines
+
+    records = [
+        {"amplitude_id": 123, "event_properties": {}, "n": 0},
+        {"amplitude_id": 1234, "event_properties": {}, "n": 1},  # a longer id: a candidate only
+        {"amplitude_id": 9, "event_properties": {"amplitude_id": 123}, "n": 2},  # nested key
+        {"amplitude_id": 9, "event_properties": {"text": '"amplitude_id":123'}, "n": 3},  # escaped
+        {"amplitude_id": 77, "event_properties": {}, "n": 4},
+        {"amplitude_id": 123, "event_properties": {}, "n": 5},
+    ]
+    lines = [orjson.dumps(r) for r in records]
+    data = igzip.compress(b"\n".join(lines[:3]) + b"\n") + igzip.compress(
+        b"\n".join(lines[3:]) + b"\n"
+    )
+    found = user_lines(data, {123, 77})
+    assert found == [lines[0], lines[1], lines[2], lines[4], lines[5]]  # never the escaped one
+    kept = [line for line in found if orjson.loads(line)["amplitude_id"] in {123, 77}]
+    assert kept == [lines[0], lines[4], lines[5]]
+    assert user_lines(data, {5}) == []
