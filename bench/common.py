@@ -7,11 +7,13 @@ process alone (all of its threads), not the load client that shares the machine 
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import math
 import os
 import platform
+import resource
 import signal
 import socket
 import statistics
@@ -219,6 +221,49 @@ def create_project(data_dir: Path) -> dict[str, Any]:
     """A fresh org and project; returns the project's ids and keys."""
     org = swell_cli("org", "create", "bench", data_dir=data_dir)
     return swell_cli("project", "create", "bench", "--org", str(org["org_id"]), data_dir=data_dir)
+
+
+def create_org_project(
+    data_dir: Path, name: str = "bench"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A fresh org and a project in it: ``(org, project)``, each with its ids and keys."""
+    org = swell_cli("org", "create", name, data_dir=data_dir)
+    project = swell_cli("project", "create", name, "--org", str(org["org_id"]), data_dir=data_dir)
+    return org, project
+
+
+def basic_auth(keys: dict[str, Any]) -> str:
+    """The ``Authorization`` header for an org's or a project's ``api_key``/``secret_key``."""
+    pair = f"{keys['api_key']}:{keys['secret_key']}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
+
+
+def wait_until_idle(
+    server: Server,
+    *,
+    min_seconds: float = 0.0,
+    window: float = 0.25,
+    idle_cpu: float = 0.02,
+    timeout: float = 600,
+) -> float:
+    """Wait until a server has been up ``min_seconds`` and used under ``idle_cpu`` CPU-seconds in
+    each of two consecutive ``window``-second windows (start-up or housekeeping work done);
+    returns the seconds waited."""
+    started = time.monotonic()
+    quiet = 0
+    while time.monotonic() - started < timeout:
+        cpu = server.cpu()
+        time.sleep(window)
+        quiet = quiet + 1 if server.cpu() - cpu < idle_cpu else 0
+        if quiet >= 2 and time.monotonic() - started >= min_seconds:
+            break
+    return time.monotonic() - started
+
+
+def children_cpu_seconds() -> float:
+    """utime + stime of every child process waited for so far (e.g. ``swell`` CLI runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def median(values: Sequence[float]) -> float:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from swell.generate import generate_records
-from swell.model import EXPORT_KEYS, parse_ts
+from swell.model import EXPORT_KEYS, format_ts, parse_ts
 
 END = datetime(2025, 7, 2, tzinfo=UTC)
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -92,6 +92,23 @@ def test_timestamps_follow_amplitudes_chain(records: list[dict[str, Any]]) -> No
             late += 1
     assert adjusted > 0
     assert 0.005 < late / len(records) < 0.1
+
+
+def test_times_are_exact_on_both_sides_of_a_minute() -> None:
+    # Dense uploads: many records have times in the minute before (or after) their upload's
+    # minute, which take another formatting path than times within it.
+    records = list(generate_records(3, events=30_000, days=1, users=200, seed=11, end=END))
+    minutes: Counter[int] = Counter()  # -1, 0, 1: before, in, after the upload's minute
+    for record in records:
+        upload_minute = parse_ts(record["server_upload_time"]).replace(second=0, microsecond=0)
+        for key in TIME_KEYS:
+            value = record[key]
+            assert format_ts(parse_ts(value)) == value, (key, value)
+            minute = parse_ts(value).replace(second=0, microsecond=0)
+            minutes[(minute > upload_minute) - (minute < upload_minute)] += 1
+    assert minutes[-1] > 1000  # earlier minute (events, client uploads)
+    assert minutes[0] > 100_000  # the upload's own minute
+    assert minutes[1] > 1000  # later minute (processed_time)
 
 
 def test_server_side_senders_upload_at_receive_time(records: list[dict[str, Any]]) -> None:
