@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import json
 import logging
@@ -299,5 +301,30 @@ def vars_of(creds: Any) -> dict[str, str]:
     return {"api_key": creds.api_key, "secret_key": creds.secret_key}
 
 
+#: glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc serve blocks up to 32 MiB from the heap and keep freed memory.
+
+    swell allocates and frees megabyte buffers constantly (request bodies, log frames, decompressed
+    blocks). By default each one over 128 KiB is a fresh mmap whose pages fault in one by one, and
+    freed heap memory goes straight back to the kernel: on this kind of VM that fault cost is
+    larger than the work (a DSAR scan ran about 2.7x slower). Returns False where malloc is not
+    glibc's (nothing changes then).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+        and mallopt(_M_TRIM_THRESHOLD, 256 * 1024 * 1024)
+    )
+
+
 def main() -> None:
+    keep_freed_memory()
     app()
