@@ -54,28 +54,7 @@ class OpenPart:
         self, line: bytes, amplitude_id: int, user_id: str | None, upload_time: str, lsn: int
     ) -> None:
         """Append one record (without its newline)."""
-        self._lines.append(line)
-        self._line_bytes += len(line) + 1
-        self.raw_bytes += len(line) + 1
-        self.events += 1
-        if not self.min_time or upload_time < self.min_time:
-            self.min_time = upload_time
-        if upload_time > self.max_time:
-            self.max_time = upload_time
-        if lsn:
-            self.first_lsn = self.first_lsn or lsn
-            self.max_lsn = max(self.max_lsn, lsn)
-        acc = self._users.get(amplitude_id)
-        if acc is None:
-            acc = self._users[amplitude_id] = _UserAcc(user_id)
-        elif user_id and not acc.user_id:
-            acc.user_id = user_id
-        block = len(self.members)
-        if not acc.blocks or acc.blocks[-1] != block:
-            acc.blocks.append(block)
-        acc.events += 1
-        if self._line_bytes >= self.block_bytes:
-            self._close_block()
+        self.add_batch([line], [amplitude_id], [user_id], upload_time, lsn)
 
     def add_batch(
         self,
