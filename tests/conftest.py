@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 
 from swell.api.app import create_app
 from swell.auth import new_credentials
+from swell.enrich import RequestContext
 from swell.settings import Settings
 
 
@@ -207,3 +208,17 @@ def live_server(live_keys: tuple[Path, dict[str, Any], dict[str, Any]]) -> Itera
     yield server
     if server.proc is not None and server.proc.poll() is None:
         server.terminate()
+
+
+def http_context(project_id: int = 1, now: datetime | None = None) -> RequestContext:
+    """What an HTTP V2 request received now (or at ``now``) contributes to its records."""
+    at = now or datetime.now(UTC)
+    return RequestContext(
+        project_id=project_id,
+        path="/2/httpapi",
+        default_library="http/2.0",
+        server_received=at,
+        server_upload=at,
+        client_upload=None,
+        remote_ip=None,
+    )

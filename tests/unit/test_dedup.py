@@ -9,24 +9,12 @@ from pathlib import Path
 import orjson
 
 from swell.backends.sqlite import SQLiteMetadata
-from swell.enrich import RequestContext
 from swell.identity import DEDUP_WINDOW_MS, Identity
 from swell.settings import Settings
 from swell.store import Store
+from tests.conftest import http_context
 
 DAY_MS = 86_400_000
-
-
-def _ctx(now: datetime, project: int = 1) -> RequestContext:
-    return RequestContext(
-        project_id=project,
-        path="/2/httpapi",
-        default_library="http/2.0",
-        server_received=now,
-        server_upload=now,
-        client_upload=None,
-        remote_ip=None,
-    )
 
 
 def _event(insert_id: str, device: str = "device-1") -> dict[str, object]:
@@ -34,7 +22,7 @@ def _event(insert_id: str, device: str = "device-1") -> dict[str, object]:
 
 
 async def _ingest(store: Store, events: list[dict[str, object]], project: int = 1) -> int:
-    return await store.ingest(events, _ctx(datetime.now(UTC), project))
+    return await store.ingest(events, http_context(project))
 
 
 async def test_a_duplicate_is_dropped_after_a_restart(tmp_path: Path) -> None:

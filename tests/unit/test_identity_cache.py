@@ -4,32 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from swell.enrich import RequestContext
 from swell.settings import Settings
 from swell.store import Store
+from tests.conftest import http_context
 
 USERS = [f"user-{i:03d}" for i in range(6)]
 DEVICES = [f"device-{i:03d}" for i in range(6)]
-
-
-def _ctx() -> RequestContext:
-    now = datetime.now(UTC)
-    return RequestContext(
-        project_id=1,
-        path="/2/httpapi",
-        default_library="http/2.0",
-        server_received=now,
-        server_upload=now,
-        client_upload=None,
-        remote_ip=None,
-    )
 
 
 def _requests(seed: int) -> list[list[dict[str, Any]]]:
@@ -55,7 +41,7 @@ async def _run(data_dir: Path, max_cached: int, requests: list[list[dict[str, An
     store = await Store.open(settings)
     try:
         for events in requests:
-            await store.ingest(events, _ctx())
+            await store.ingest(events, http_context())
             await store.checkpoint(force=True)  # saves, then drops what is over the bound
         part = next(iter(store._open.values()))
         lines = list(part._lines)
@@ -82,7 +68,7 @@ async def test_evict_drops_only_saved_state(tmp_path: Path) -> None:
     store = await Store.open(Settings.from_env({}, data_dir=tmp_path, identity_cache_entries=2))
     try:
         events = [{"user_id": u, "event_type": "e", "user_properties": {"a": 1}} for u in USERS]
-        await store.ingest(events, _ctx())
+        await store.ingest(events, http_context())
         assert store.identity.evict() == 0  # nothing is saved yet: nothing may go
         await store.checkpoint(force=True)
         assert len(store.identity._users) <= 2
