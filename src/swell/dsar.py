@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
-import orjson
+import msgspec
 from isal import isal_zlib
 
 from swell.backends.base import BlobStore, DsarRequest, DsarStore, Job, KeyStore, UserIndex
@@ -49,6 +50,8 @@ MAX_READ_BYTES = 1024 * 1024
 #: Output files are gzip from isal at level 2: ~1 GB/s, so a heavy user's million events compress
 #: in about a second (zlib's level 6 would take ~15 s) for files about a quarter larger.
 OUTPUT_LEVEL = 2
+#: Reads decompressed at once, each in a worker thread.
+SCAN_DEPTH = 2
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DIGITS = re.compile(r"[0-9]{1,19}")
@@ -164,11 +167,12 @@ class _Writer:
         self.chunks: list[bytes] = []
         self.events = 0
 
-    def add(self, line: bytes) -> None:
-        self.events += 1
-        chunk = self.compressor.compress(line + b"\n")
-        if chunk:
-            self.chunks.append(chunk)
+    def add(self, lines: list[bytes]) -> None:
+        self.events += len(lines)
+        for data in (b"\n".join(lines), b"\n"):
+            chunk = self.compressor.compress(data)
+            if chunk:
+                self.chunks.append(chunk)
 
     def finish(self) -> bytes:
         self.chunks.append(self.compressor.flush())
@@ -317,40 +321,59 @@ class Dsar:
             if not amplitude_ids:
                 continue
             located = await self.meta.user_blocks(project_id, sorted(amplitude_ids))
-            for part_name, (begin, stop) in _reads(located):
-                data = await self.blobs.read(part_name, begin, stop)
-                # Decompressing, parsing and recompressing are CPU work: keep them off the loop.
-                await asyncio.to_thread(
-                    self._scan, data, project_id, amplitude_ids, start, end, writers
-                )
+            await self._gather(project_id, _reads(located), amplitude_ids, start, end, writers)
         return await asyncio.to_thread(_finish, writers)
 
-    def _scan(
+    async def _gather(
         self,
-        data: bytes,
         project_id: int,
+        reads: Iterable[tuple[str, tuple[int, int]]],
         amplitude_ids: set[int],
         start: str,
         end: str,
         writers: dict[tuple[int, str], _Writer],
     ) -> None:
-        """Add the user's lines in [start, end] (event_time days) from whole gzip members."""
-        for line in user_lines(data, amplitude_ids):
-            record = orjson.loads(line)
-            if record.get("amplitude_id") not in amplitude_ids:
-                continue
-            day = str(record.get("event_time") or "")[:10]
-            if not start <= day <= end:
-                continue
-            key = (project_id, day[:7])
+        """Add the user's lines from ``reads`` to ``writers``, in storage order.
+
+        Decompressing and selecting run in worker threads, ``SCAN_DEPTH`` reads at a time (isal
+        releases the GIL, so both cores decompress); the lines are handed to the writers in read
+        order on the loop, where compressing ~100 lines takes well under a millisecond.
+        """
+        pending: deque[asyncio.Future[dict[str, list[bytes]]]] = deque()
+        try:
+            for part_name, (begin, stop) in reads:
+                data = await self.blobs.read(part_name, begin, stop)
+                pending.append(
+                    asyncio.ensure_future(
+                        asyncio.to_thread(select_lines, data, amplitude_ids, start, end)
+                    )
+                )
+                if len(pending) >= SCAN_DEPTH:
+                    self._add(project_id, await pending.popleft(), writers)
+            while pending:
+                self._add(project_id, await pending.popleft(), writers)
+        finally:
+            # A failure (or cancellation) leaves scans running in their threads: wait for them,
+            # so none outlives the job, and drop their results.
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    def _add(
+        self,
+        project_id: int,
+        selected: Mapping[str, list[bytes]],
+        writers: dict[tuple[int, str], _Writer],
+    ) -> None:
+        for month, lines in selected.items():
+            key = (project_id, month)
             writer = writers.get(key)
             if writer is None:
                 writer = writers[key] = _Writer()
-            writer.add(line)
+            writer.add(lines)
             if writer.events > self.max_events_per_month:
                 raise DsarFailed(
                     f"The user has more than {self.max_events_per_month} events in "
-                    f"{day[:7]} in project {project_id}; users with more than "
+                    f"{month} in project {project_id}; users with more than "
                     f"{self.max_events_per_month} events per month are not supported"
                 )
 
@@ -361,6 +384,36 @@ class Dsar:
         if request.amplitude_id is not None:
             ids.add(request.amplitude_id)
         return ids
+
+
+class _Keys(msgspec.Struct):
+    """The two fields a job reads from a record; msgspec validates the rest without building it."""
+
+    amplitude_id: Any = None
+    event_time: Any = None
+
+
+_decode_keys = msgspec.json.Decoder(_Keys).decode
+
+
+def select_lines(
+    data: bytes, amplitude_ids: set[int], start: str, end: str
+) -> dict[str, list[bytes]]:
+    """The lines of whole gzip members that belong to one of ``amplitude_ids`` and whose
+    ``event_time`` day lies in [start, end], by month (``YYYY-MM``), in storage order."""
+    selected: dict[str, list[bytes]] = {}
+    for line in user_lines(data, amplitude_ids):
+        try:
+            keys = _decode_keys(line)
+        except msgspec.DecodeError:
+            continue  # not a JSON object: no record of anyone's
+        aid, event_time = keys.amplitude_id, keys.event_time
+        if type(aid) is not int or aid not in amplitude_ids or not isinstance(event_time, str):
+            continue
+        day = event_time[:10]
+        if start <= day <= end:
+            selected.setdefault(day[:7], []).append(line)
+    return selected
 
 
 def user_lines(data: bytes, amplitude_ids: set[int]) -> list[bytes]:

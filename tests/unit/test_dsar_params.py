@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from hypothesis import given, strategies as st
 
@@ -108,3 +110,54 @@ def test_user_lines_finds_every_line_of_the_ids_in_storage_order() -> None:
     kept = [line for line in found if orjson.loads(line)["amplitude_id"] in {123, 77}]
     assert kept == [lines[0], lines[4], lines[5]]
     assert user_lines(data, {5}) == []
+
+
+_ids = st.sampled_from([7, 77, 123, 1234, 12345678901])
+_times = st.one_of(
+    st.datetimes(min_value=datetime(2024, 12, 25), max_value=datetime(2025, 3, 5)).map(
+        lambda t: t.strftime("%Y-%m-%d %H:%M:%S.%f")
+    ),
+    st.none(),
+    st.integers(-(2**63), 2**63 - 1),
+)
+_records = st.fixed_dictionaries(
+    {
+        "amplitude_id": st.one_of(_ids, _ids.map(str), st.none()),
+        "event_time": _times,
+        "event_properties": st.dictionaries(
+            st.sampled_from(["amplitude_id", "event_time", "x"]),
+            st.one_of(_ids, _times, st.text(max_size=20)),
+            max_size=3,
+        ),
+    }
+)
+
+
+@given(
+    records=st.lists(_records, max_size=40),
+    wanted=st.sets(_ids, min_size=1, max_size=2),
+    block=st.integers(1, 40),
+)
+def test_select_lines_keeps_exactly_the_users_lines_in_range_by_month(
+    records: list[dict[str, object]], wanted: set[int], block: int
+) -> None:
+    """The byte search plus two-field decode agree with parsing every record in full."""
+    import orjson
+    from isal import igzip
+
+    from swell.dsar import select_lines
+
+    lines = [orjson.dumps(r) for r in records]
+    data = b"".join(
+        igzip.compress(b"".join(line + b"\n" for line in lines[i : i + block]))
+        for i in range(0, len(lines), block)
+    )
+    start, end = "2025-01-01", "2025-02-28"
+    expected: dict[str, list[bytes]] = {}
+    for line, record in zip(lines, records, strict=True):
+        aid, when = record["amplitude_id"], record["event_time"]
+        in_range = isinstance(when, str) and start <= when[:10] <= end
+        if type(aid) is int and aid in wanted and in_range:
+            assert isinstance(when, str)
+            expected.setdefault(when[:7], []).append(line)
+    assert select_lines(data, wanted, start, end) == expected
