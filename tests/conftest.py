@@ -20,12 +20,17 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
 from starlette.testclient import TestClient
 
 from swell.api.app import create_app
 from swell.auth import new_credentials
 from swell.enrich import RequestContext
 from swell.settings import Settings
+
+# No timed assertions: an example that runs long on a busy machine is not a failure.
+hypothesis_settings.register_profile("swell", deadline=None)
+hypothesis_settings.load_profile("swell")
 
 
 @dataclass(frozen=True)
