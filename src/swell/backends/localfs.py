@@ -1,13 +1,19 @@
 """Embedded blob store: one file per key under a root directory.
 
-A put writes a temporary file, fsyncs it, renames it over the key and fsyncs the directory, so an
-object appears whole or not at all, and survives power loss once put returns.
+A put writes a temporary file in ``<root>/.staging``, fsyncs it, renames it over the key and fsyncs
+the key's directory, so an object appears whole or not at all, and survives power loss once put
+returns. A put cut short (a crash, a full disk) leaves at most a file in ``.staging``, which is
+emptied when the store is opened: the data directory's lock makes the opener its only writer.
+Deleting a key's last file removes its (now empty) directory, so expired DSAR outputs leave
+nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,20 +21,29 @@ from typing import TYPE_CHECKING
 from swell.backends.base import BlobInfo, BlobStore
 from swell.errors import BadRequest, BlobNotFound, StorageError
 
+_puts = itertools.count()
 _BAD_SEGMENTS = frozenset({"", ".", ".."})
+#: Where puts write before renaming into place; no key may start with it.
+STAGING = ".staging"
 
 
 class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._staging = root / STAGING
+        self._staging.mkdir(parents=True, exist_ok=True)
+        for leftover in self._staging.iterdir():  # puts that never finished
+            leftover.unlink(missing_ok=True)
         self._prefix = f"{os.fspath(root).rstrip('/')}/"
 
     def _file(self, key: str) -> str:
         """The file holding ``key``. A plain string: an export resolves one per part and read, and
         building a Path costs more than the stat or open it is for."""
         # Keys are made by swell (part names, DSAR outputs); refuse anything that could escape root.
-        if not key or "\x00" in key or not _BAD_SEGMENTS.isdisjoint(key.split("/")):
+        segments = key.split("/")
+        if not key or "\x00" in key or not _BAD_SEGMENTS.isdisjoint(segments):
+            raise BadRequest(f"invalid blob key {key!r}")
+        if segments[0] == STAGING:
             raise BadRequest(f"invalid blob key {key!r}")
         return self._prefix + key
 
@@ -41,9 +56,9 @@ class LocalBlobStore:
         return BlobInfo(key, len(data))
 
     def _put_sync(self, path: Path, data: bytes) -> None:
+        # Unique per put: concurrent puts of one key each rename their own whole file.
+        tmp = self._staging / f"{path.name}.{os.getpid()}.{threading.get_ident()}.{next(_puts)}"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
             try:
                 view = memoryview(data)
@@ -53,13 +68,17 @@ class LocalBlobStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, path)
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            for attempt in range(2):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.replace(tmp, path)
+                    break
+                except FileNotFoundError:  # a delete pruned the emptied directory meanwhile
+                    if attempt:
+                        raise
+            _fsync_dir(path.parent)
         except OSError as exc:
+            tmp.unlink(missing_ok=True)
             raise StorageError(f"could not write blob {path.name}: {exc.strerror}") from exc
 
     def _open(self, key: str) -> int:
@@ -108,13 +127,27 @@ class LocalBlobStore:
             raise BlobNotFound(f"blob {key!r} not found") from None
 
     async def delete(self, keys: Sequence[str]) -> None:
+        parents: set[Path] = set()
         for key in keys:
+            path = self._path(key)
             try:
-                self._path(key).unlink()
+                path.unlink()
             except FileNotFoundError:
                 pass
             except OSError as exc:
                 raise StorageError(f"could not delete blob {key!r}: {exc.strerror}") from exc
+            parents.add(path.parent)
+        for parent in sorted(parents, reverse=True):
+            self._prune(parent)
+
+    def _prune(self, directory: Path) -> None:
+        """Remove ``directory`` and its parents up to the root while they are empty."""
+        while directory != self.root and self.root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:  # not empty, or already gone: stop here
+                return
+            directory = directory.parent
 
     async def aclose(self) -> None:
         return None
@@ -147,6 +180,14 @@ class LocalBlobReader:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 if TYPE_CHECKING:
