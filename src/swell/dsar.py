@@ -3,7 +3,7 @@
 A request is stored with its job in one transaction (status ``staging``). The worker
 (swell.jobs) claims the job, marks the request ``submitted`` and calls :meth:`Dsar.run`:
 
-1. seal what is still open for the org's projects (read-your-writes);
+1. seal the open parts that hold the user's events, in the org's projects (read-your-writes);
 2. find the user's amplitude_ids (a userId covers every id linked to it in each project);
 3. read only the blocks the user index points to, coalescing adjacent blocks into one read;
 4. keep the user's lines whose ``event_time`` date lies in [startDate, endDate];
@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import tempfile
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 import msgspec
@@ -32,7 +33,7 @@ from isal import isal_zlib
 
 from swell.backends.base import BlobStore, DsarRequest, DsarStore, Job, KeyStore, UserIndex
 from swell.errors import BadRequest, NotFound
-from swell.model import Part, UserBlocks, hour_of
+from swell.model import Part, UserBlocks
 from swell.parts import decompress_blocks
 from swell.settings import Settings
 
@@ -52,16 +53,15 @@ MAX_READ_BYTES = 1024 * 1024
 OUTPUT_LEVEL = 2
 #: Reads decompressed at once, each in a worker thread.
 SCAN_DEPTH = 2
+#: An output's compressed bytes stay in memory up to this size, then spill to a temporary file.
+SPOOL_BYTES = 1024 * 1024
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DIGITS = re.compile(r"[0-9]{1,19}")
-#: Every hour a part can be filed under (seal_project's "all hours").
-_FIRST_HOUR = hour_of(datetime.min.replace(tzinfo=UTC))
-_LAST_HOUR = hour_of(datetime.max.replace(tzinfo=UTC))
 
 Clock = Callable[[], datetime]
-#: Seals open data of (project_id, start_hour, end_hour) so the job reads its own writes.
-Sealer = Callable[[int, int, int], Awaitable[None]]
+#: Seals the open data of (project_id, user_id, amplitude_ids) so the job reads its own writes.
+Sealer = Callable[[int, str | None, set[int]], Awaitable[None]]
 
 
 class DsarMetadata(DsarStore, UserIndex, KeyStore, Protocol):
@@ -149,22 +149,16 @@ def is_expired(request: DsarRequest, now: datetime) -> bool:
     return request.expires_at is not None and request.expires_at <= now
 
 
-@dataclass(frozen=True, slots=True)
-class _Output:
-    project_id: int
-    month: str
-    data: bytes
-    events: int
-
-
 class _Writer:
-    """Gzip NDJSON for one (project, month), compressed as lines arrive."""
+    """Gzip NDJSON for one (project, month), compressed as lines arrive into a spool file: in
+    memory up to ``SPOOL_BYTES``, then an anonymous temporary file, so a job holds at most one
+    finished output in memory however many months it covers."""
 
-    __slots__ = ("chunks", "compressor", "events")
+    __slots__ = ("compressor", "events", "spool")
 
     def __init__(self) -> None:
         self.compressor = isal_zlib.compressobj(OUTPUT_LEVEL, isal_zlib.DEFLATED, 16 + 15)
-        self.chunks: list[bytes] = []
+        self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
         self.events = 0
 
     def add(self, lines: list[bytes]) -> None:
@@ -172,11 +166,19 @@ class _Writer:
         for data in (b"\n".join(lines), b"\n"):
             chunk = self.compressor.compress(data)
             if chunk:
-                self.chunks.append(chunk)
+                self.spool.write(chunk)
 
     def finish(self) -> bytes:
-        self.chunks.append(self.compressor.flush())
-        return b"".join(self.chunks)
+        """The whole file; the writer is closed."""
+        try:
+            self.spool.write(self.compressor.flush())
+            self.spool.seek(0)
+            return self.spool.read()
+        finally:
+            self.spool.close()
+
+    def close(self) -> None:
+        self.spool.close()
 
 
 class Dsar:
@@ -268,17 +270,22 @@ class Dsar:
             await self.meta.fail_dsar(job.id, request.id, str(exc))
             logger.info("DSAR %d failed: %s", request.id, exc)
             return
-        # Record the bound before writing, so cleanup knows every key an attempt may have used.
-        await self.meta.reserve_dsar_outputs(request.id, len(outputs))
-        for n, output in enumerate(outputs):
-            await self.blobs.put(output_key(request.id, n), output.data)
+        try:
+            # Record the bound before writing, so cleanup knows every key an attempt may have used.
+            await self.meta.reserve_dsar_outputs(request.id, len(outputs))
+            for n, writer in enumerate(outputs):
+                data = await asyncio.to_thread(writer.finish)
+                await self.blobs.put(output_key(request.id, n), data)
+        finally:
+            for writer in outputs:
+                writer.close()
         await self.meta.finish_dsar(job.id, request.id, len(outputs), self.clock() + self.ttl)
         # An earlier attempt that saw more files left keys past the published ones.
         await self._delete_outputs(request.id, len(outputs), request.slots)
         logger.info(
             "DSAR %d done: %d events in %d files",
             request.id,
-            sum(o.events for o in outputs),
+            sum(w.events for w in outputs),
             len(outputs),
         )
 
@@ -300,29 +307,45 @@ class Dsar:
         if stop > start:
             await self.blobs.delete([output_key(request_id, n) for n in range(start, stop)])
 
-    async def collect(self, request: DsarRequest) -> list[_Output]:
-        """The request's output files, ordered by (project, month).
+    async def collect(self, request: DsarRequest) -> list[_Writer]:
+        """The request's output files, ordered by (project, month), still to be finished (the
+        caller closes them).
 
         Raises:
             DsarFailed: the user has more than ``max_events_per_month`` events in one month of
                 one project within the range.
         """
-        start, end = request.start_date, request.end_date
         projects = await self.meta.org_projects(request.org_id)
         writers: dict[tuple[int, str], _Writer] = {}
+        try:
+            await self._collect(request, projects, writers)
+        except BaseException:
+            for writer in writers.values():
+                writer.close()
+            raise
+        return [writers[key] for key in sorted(writers)]
+
+    async def _collect(
+        self,
+        request: DsarRequest,
+        projects: Sequence[int],
+        writers: dict[tuple[int, str], _Writer],
+    ) -> None:
+        start, end = request.start_date, request.end_date
         for project_id in projects:
+            amplitude_ids = await self._amplitude_ids(project_id, request)
             if self.seal is not None:
-                # Every open hour of the project, whatever the dates: parts are filed by
+                # The user's open parts of every hour, whatever the dates: parts are filed by
                 # server_upload_time, and event_time can lie on either side of it (a late upload,
                 # or a client clock running ahead with no client_upload_time).
                 # Shielded: a cancelled seal must not drop the parts it has detached.
-                await asyncio.shield(self.seal(project_id, _FIRST_HOUR, _LAST_HOUR))
-            amplitude_ids = await self._amplitude_ids(project_id, request)
+                await asyncio.shield(self.seal(project_id, request.user_id, amplitude_ids))
+                # What was sealed may link more amplitude_ids to the user id.
+                amplitude_ids = await self._amplitude_ids(project_id, request)
             if not amplitude_ids:
                 continue
             located = await self.meta.user_blocks(project_id, sorted(amplitude_ids))
             await self._gather(project_id, _reads(located), amplitude_ids, start, end, writers)
-        return await asyncio.to_thread(_finish, writers)
 
     async def _gather(
         self,
@@ -437,13 +460,6 @@ def user_lines(data: bytes, amplitude_ids: set[int]) -> list[bytes]:
         stop = raw.find(b"\n", begin)
         lines.append(raw[begin : stop if stop >= 0 else len(raw)])
     return lines
-
-
-def _finish(writers: Mapping[tuple[int, str], _Writer]) -> list[_Output]:
-    return [
-        _Output(project_id, month, w.finish(), w.events)
-        for (project_id, month), w in sorted(writers.items())
-    ]
 
 
 def _reads(located: Iterable[UserBlocks]) -> list[tuple[str, tuple[int, int]]]:

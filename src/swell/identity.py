@@ -246,6 +246,11 @@ class Identity:
             uids.append(uid)
         return out
 
+    def cached_amplitude_id(self, project: int, user_id: str) -> int | None:
+        """The amplitude_id this process holds for a user id, saved or not (None if not cached)."""
+        aid = self._users.get((project, user_id), _ABSENT)
+        return None if aid == _ABSENT else aid
+
     def _resolve(self, project: int, uid: str | None, did: str | None) -> int:
         """Amplitude's rules: user_id wins; a device's anonymous history joins its first user;
         anonymous events after a known user get that user's id; user ids are never merged."""

@@ -9,7 +9,7 @@ data compressed in memory and sealing costs one write.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 
 import orjson
@@ -98,6 +98,15 @@ class OpenPart:
                 block += 1
         self.raw_bytes += size - self._line_bytes
         self._line_bytes = size
+
+    def amplitude_ids_of(self, user_id: str) -> list[int]:
+        """The amplitude_ids this part's events carry together with ``user_id``."""
+        return [aid for aid, acc in self._users.items() if acc.user_id == user_id]
+
+    def holds_any(self, amplitude_ids: Set[int]) -> bool:
+        """Whether an event of one of ``amplitude_ids`` is in this part."""
+        users = self._users
+        return any(aid in users for aid in amplitude_ids)
 
     def _close_block(self) -> None:
         if not self._lines:

@@ -19,7 +19,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -289,6 +289,26 @@ class Store:
     async def seal_project(self, project_id: int, start_hour: int, end_hour: int) -> None:
         """Read-your-writes: seal whatever is open for the project in [start_hour, end_hour]."""
         await self.seal(lambda p: p.project_id == project_id and start_hour <= p.hour <= end_hour)
+        async with self._seal_lock:  # seals started by others finish before we read the catalog
+            pass
+
+    async def seal_user(
+        self, project_id: int, user_id: str | None, amplitude_ids: Set[int]
+    ) -> None:
+        """Read-your-writes for one user (DSAR): seal the project's open parts, of any hour, that
+        hold events of ``amplitude_ids`` or of any amplitude_id ``user_id`` has in open data or in
+        this process's identity state. Parts without the user's events stay open, so a run of
+        requests does not cut the current hour into a part per request."""
+        wanted = set(amplitude_ids)
+        if user_id is not None:
+            cached = self.identity.cached_amplitude_id(project_id, user_id)
+            if cached is not None:
+                wanted.add(cached)
+            for part in self._open.values():
+                if part.project_id == project_id:
+                    wanted.update(part.amplitude_ids_of(user_id))
+        if wanted:
+            await self.seal(lambda p: p.project_id == project_id and p.holds_any(wanted))
         async with self._seal_lock:  # seals started by others finish before we read the catalog
             pass
 

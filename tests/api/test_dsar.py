@@ -563,6 +563,58 @@ def test_open_events_dated_after_their_upload_hour_are_included(client, world):
     assert [r["uuid"] for r in download(client, auth, url)] == [fresh["uuid"]]
 
 
+def _open_event(store: Any, project: int, aid: int, user: str | None, when: datetime) -> str:
+    """Put a record in the open part of ``when``'s hour, as ingestion does; returns its uuid."""
+    fresh = rec(project, aid, user, when.strftime("%Y-%m-%d %H:%M:%S"), late=timedelta(0))
+    part = store._part_for(project, int(when.timestamp() // 3600))
+    part.add(orjson.dumps(fresh), aid, user, fresh["server_upload_time"], 0)
+    return str(fresh["uuid"])
+
+
+def test_a_job_seals_only_the_open_parts_holding_the_users_events(client, world):
+    auth = world.acme.auth
+    web = world.acme.projects[0]
+    store = client.app.state.swell.store  # type: ignore[attr-defined]
+    # This hour and the next: the background sealer closes only hours that have ended.
+    now = datetime.now(UTC)
+    this_hour, next_hour = int(now.timestamp() // 3600), int(now.timestamp() // 3600) + 1
+    bob = _open_event(store, web, 5003, "bob", now)
+    alice = _open_event(store, web, 5001, "alice", now + timedelta(hours=1))
+    day = (now - timedelta(days=1)).strftime("%Y-%m-%d")
+    until = (now + timedelta(days=1)).strftime("%Y-%m-%d")
+    status = wait(client, auth, create(client, auth, userId="nobody", startDate=day, endDate=until))
+    assert status["urls"] == []
+    assert {(web, this_hour), (web, next_hour)} <= set(store._open)  # nothing of nobody's
+    status = wait(client, auth, create(client, auth, userId="alice", startDate=day, endDate=until))
+    found = {r["uuid"] for url in status["urls"] for r in download(client, auth, url)}
+    assert alice in found
+    assert (web, next_hour) not in store._open  # sealed: it held alice's event
+    assert (web, this_hour) in store._open  # still open: bob's only
+    status = wait(client, auth, create(client, auth, userId="bob", startDate=day, endDate=until))
+    found = {r["uuid"] for url in status["urls"] for r in download(client, auth, url)}
+    assert bob in found
+    assert (web, this_hour) not in store._open
+
+
+def test_a_user_known_only_from_open_data_gets_all_their_open_events(client, world):
+    """carol's id link is only in an open part; her later anonymous event (same amplitude_id, no
+    user_id) is in another open part, and is hers too."""
+    auth = world.acme.auth
+    web = world.acme.projects[0]
+    store = client.app.state.swell.store  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    named = _open_event(store, web, 9001, "carol", now - timedelta(hours=2))
+    anonymous = _open_event(store, web, 9001, None, now)
+    day = (now - timedelta(days=1)).strftime("%Y-%m-%d")
+    status = wait(
+        client,
+        auth,
+        create(client, auth, userId="carol", startDate=day, endDate=now.strftime("%Y-%m-%d")),
+    )
+    found = [r["uuid"] for url in status["urls"] for r in download(client, auth, url)]
+    assert sorted(found) == sorted([named, anonymous])
+
+
 # -- request bodies ------------------------------------------------------------------------------
 
 

@@ -60,7 +60,7 @@ def start(app: Starlette, store: Store) -> DsarService:
     """Build the DSAR service on an open store and start its worker."""
     clock: Clock = getattr(app.state, "clock", None) or _utcnow
     dsar = Dsar.from_settings(
-        store.meta, store.blobs, store.settings, clock=clock, seal=store.seal_project
+        store.meta, store.blobs, store.settings, clock=clock, seal=store.seal_user
     )
     limiter = CostLimiter(store.settings.dsar_cost_per_hour, clock=clock)
     worker = Worker(store.meta, [dsar], clock=clock, name="serve")
