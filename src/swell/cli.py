@@ -93,7 +93,10 @@ def serve(
     _serve(settings)
 
 
-#: Allocations between young-generation collections in ``swell serve`` (CPython's default: 700).
+#: Allocations between young-generation collections in every swell command (CPython's default:
+#: 700). Every ingested, imported or generated event allocates a few container objects that die
+#: at once; with the default the young generation is collected every few events, and the older
+#: ones, which hold the identity caches, far more often than they change. Cycles are rare here.
 GC_YOUNG_THRESHOLD = 50_000
 
 
@@ -108,9 +111,6 @@ def _serve(settings: Settings) -> None:
     # then die by SIGTERM (exit -15) or print a KeyboardInterrupt traceback; exit 0 instead.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_after_shutdown)
-    # Every ingested event allocates a few container objects that die at once; with the default
-    # threshold (700) the young generation is collected every few events. Cycles are rare here.
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -327,4 +327,5 @@ def keep_freed_memory() -> bool:
 
 def main() -> None:
     keep_freed_memory()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
     app()

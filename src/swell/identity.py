@@ -21,7 +21,7 @@ import orjson
 
 from swell.backends.base import IdentityStore, StateChanges
 from swell.enrich import RequestContext, build_record, new_uuids
-from swell.model import EPOCH, parse_ts
+from swell.model import EPOCH, hour_of_ts, parse_ts
 from swell.userprops import apply_user_properties
 
 DEDUP_WINDOW_MS = 7 * 24 * 3600 * 1000
@@ -153,14 +153,12 @@ class Identity:
                     devices.add(did)
                 elif device[0] and (project_id, device[0]) not in loaded:
                     aids.add(device[0])
+            # Only ingested events carry ``insert_id``; an imported record's ``$insert_id`` enters
+            # the window in ``observe``, and only if it is recent enough to matter.
             insert_id = get("insert_id")
             key = None
             if type(insert_id) is str:
                 key = dedup_key(project_id, did if type(did) is str else None, insert_id)
-            elif "$insert_id" in event:  # an imported record
-                insert_id = get("$insert_id")
-                if type(insert_id) is str:
-                    key = dedup_key(project_id, did if type(did) is str else None, insert_id)
             keys.append(key)
             if "amplitude_id" in event:
                 aid = get("amplitude_id")
@@ -353,8 +351,11 @@ class Identity:
         insert_id = record.get("$insert_id")
         upload = record.get("server_upload_time")
         if isinstance(insert_id, str) and isinstance(upload, str):
+            window_start = self._window_start()
+            if (hour_of_ts(upload) + 1) * HOUR_MS <= window_start:
+                return  # history (an import) from an hour before the window: it can never match
             seen = _ms(parse_ts(upload))
-            if seen < self._window_start():  # history (an import): it can no longer match
+            if seen < window_start:
                 return
             key = dedup_key(project, did if isinstance(did, str) else None, insert_id)
             if self._remember(key, seen):

@@ -107,11 +107,30 @@ def hour_start(hour: int) -> datetime:
 
 
 def hour_of_ts(value: str) -> int:
-    """Hour number of an export timestamp string; fast path for the canonical format."""
+    """Hour number of an export timestamp string; fast path for the canonical format.
+
+    Raises:
+        ValueError: the string is not a timestamp.
+    """
     if len(value) >= 13 and value[4] == "-" and value[10] in " T":
-        dt = datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]), tzinfo=UTC)
-        return int((dt - EPOCH).total_seconds() // 3600) + int(value[11:13])
+        prefix = value[:13]
+        hour = _HOURS.get(prefix)
+        if hour is None:
+            hour_of_day = int(value[11:13])
+            if not 0 <= hour_of_day <= 23:
+                raise ValueError(f"hour out of range in {value!r}")
+            dt = datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]), tzinfo=UTC)
+            hour = int((dt - EPOCH).total_seconds() // 3600) + hour_of_day
+            if len(_HOURS) >= _HOURS_CACHED:
+                _HOURS.clear()
+            _HOURS[prefix] = hour
+        return hour
     return hour_of(parse_ts(value))
+
+
+#: ``YYYY-MM-DD HH`` -> hour number: records come in runs of one hour (imports, replays).
+_HOURS: dict[str, int] = {}
+_HOURS_CACHED = 4096
 
 
 _EPOCH_ORDINAL = EPOCH.toordinal()
