@@ -33,7 +33,8 @@ class LocalBlobStore:
         self._staging = root / STAGING
         self._staging.mkdir(parents=True, exist_ok=True)
         for leftover in self._staging.iterdir():  # puts that never finished
-            leftover.unlink(missing_ok=True)
+            if not leftover.is_dir():
+                leftover.unlink(missing_ok=True)
         self._prefix = f"{os.fspath(root).rstrip('/')}/"
 
     def _file(self, key: str) -> str:
