@@ -207,6 +207,16 @@ def write_events(
     return written
 
 
+def _timed_load(want: int, data_dir: Path, *args: str) -> tuple[float, float]:
+    """Run ``swell import`` or ``swell generate``; (wall s, CPU s). It must file ``want`` events."""
+    wall0, cpu0 = time.perf_counter(), children_cpu_seconds()
+    out = swell_cli(*args, data_dir=data_dir, timeout=14400)
+    wall, cpu = time.perf_counter() - wall0, children_cpu_seconds() - cpu0
+    if out["events"] != want:
+        raise RuntimeError(f"swell {args[0]} filed {out['events']} events, wanted {want}")
+    return wall, cpu
+
+
 def build_size_1(
     root: Path,
     data_dir: Path,
@@ -226,14 +236,12 @@ def build_size_1(
         f"  wrote {written:,} events ({file_bytes / 1e9:.2f} GB gzip NDJSON) in {write_wall:.0f} s "
         f"wall, {write_cpu:.0f} s CPU; importing ..."
     )
-    wall0, cpu0 = time.perf_counter(), children_cpu_seconds()
-    out = swell_cli(
-        "import", "--project", str(project_id), str(path), data_dir=data_dir, timeout=14400
-    )
-    import_wall, import_cpu = time.perf_counter() - wall0, children_cpu_seconds() - cpu0
-    path.unlink()
-    if out["events"] != written:
-        raise RuntimeError(f"swell import filed {out['events']} events, wanted {written}")
+    try:
+        import_wall, import_cpu = _timed_load(
+            written, data_dir, "import", "--project", str(project_id), str(path)
+        )
+    finally:
+        path.unlink()
     print(f"  imported in {import_wall:.0f} s wall, {import_cpu:.0f} s CPU")
     return {
         "method": "import",
@@ -252,16 +260,12 @@ def build_size_1(
 def build_size_2(
     data_dir: Path, project_id: int, events: int, days: int, users: int
 ) -> dict[str, Any]:
-    wall0, cpu0 = time.perf_counter(), children_cpu_seconds()
-    out = swell_cli(
+    wall, cpu = _timed_load(
+        events,
+        data_dir,
         *("generate", "--project", str(project_id), "--events", str(events)),
         *("--days", str(days), "--users", str(users), "--seed", str(POPULATION_SEEDS[1])),
-        data_dir=data_dir,
-        timeout=14400,
     )
-    wall, cpu = time.perf_counter() - wall0, children_cpu_seconds() - cpu0
-    if out["events"] != events:
-        raise RuntimeError(f"swell generate filed {out['events']} events, wanted {events}")
     print(f"  generated in {wall:.0f} s wall, {cpu:.0f} s CPU ({cpu / events * 1e6:.1f} µs/event)")
     return {
         "method": "generate",

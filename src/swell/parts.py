@@ -9,7 +9,7 @@ data compressed in memory and sealing costs one write.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Set
+from collections.abc import Set
 from dataclasses import dataclass, field
 
 import orjson
@@ -146,14 +146,6 @@ def decompress_blocks(data: bytes) -> bytes:
     """The NDJSON text of one or more whole gzip members (blocks)."""
     raw: bytes = igzip.decompress(data)  # type: ignore[no-untyped-call]
     return raw
-
-
-def iter_block_lines(data: bytes) -> Iterator[bytes]:
-    """The NDJSON lines (without newlines) of one or more whole gzip members."""
-    raw = decompress_blocks(data)
-    for line in raw.split(b"\n"):
-        if line:
-            yield line
 
 
 def record_keys(line: bytes) -> tuple[int, str | None, str]:

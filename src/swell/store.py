@@ -288,9 +288,9 @@ class Store:
 
     async def seal_project(self, project_id: int, start_hour: int, end_hour: int) -> None:
         """Read-your-writes: seal whatever is open for the project in [start_hour, end_hour]."""
-        await self.seal(lambda p: p.project_id == project_id and start_hour <= p.hour <= end_hour)
-        async with self._seal_lock:  # seals started by others finish before we read the catalog
-            pass
+        await self._seal_for_reading(
+            lambda p: p.project_id == project_id and start_hour <= p.hour <= end_hour
+        )
 
     async def seal_user(
         self, project_id: int, user_id: str | None, amplitude_ids: Set[int]
@@ -307,8 +307,12 @@ class Store:
             for part in self._open.values():
                 if part.project_id == project_id:
                     wanted.update(part.amplitude_ids_of(user_id))
-        if wanted:
-            await self.seal(lambda p: p.project_id == project_id and p.holds_any(wanted))
+        await self._seal_for_reading(lambda p: p.project_id == project_id and p.holds_any(wanted))
+
+    async def _seal_for_reading(self, which: Any) -> None:
+        """Seal the open parts ``which`` chooses, and wait for seals others started, so the
+        catalog then shows every event acknowledged before the call."""
+        await self.seal(which)
         async with self._seal_lock:  # seals started by others finish before we read the catalog
             pass
 

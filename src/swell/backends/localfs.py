@@ -42,9 +42,12 @@ class LocalBlobStore:
         building a Path costs more than the stat or open it is for."""
         # Keys are made by swell (part names, DSAR outputs); refuse anything that could escape root.
         segments = key.split("/")
-        if not key or "\x00" in key or not _BAD_SEGMENTS.isdisjoint(segments):
-            raise BadRequest(f"invalid blob key {key!r}")
-        if segments[0] == STAGING:
+        if (
+            not key
+            or "\x00" in key
+            or not _BAD_SEGMENTS.isdisjoint(segments)
+            or segments[0] == STAGING
+        ):
             raise BadRequest(f"invalid blob key {key!r}")
         return self._prefix + key
 
