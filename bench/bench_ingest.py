@@ -265,19 +265,32 @@ STAGES = (
     ("checkpoint", "identity changes saved to SQLite"),
 )
 
+#: The library floor: what the per-event C work alone costs, with no swell code per event.
+LIBRARY_FLOOR: tuple[tuple[str, str], ...] = (
+    ("json", "`orjson.loads` of the request body"),
+    ("dumps", "`orjson.dumps` of each stored 55-key record"),
+    ("gzip", "isal level 1 gzip of the stored lines, as parts compress them"),
+)
 
-async def _stage_costs(bodies: list[bytes], data_dir: Path) -> dict[str, float]:
+
+async def _stage_costs(
+    bodies: list[bytes], data_dir: Path
+) -> tuple[dict[str, float], dict[str, float]]:
     from datetime import UTC, datetime
+
+    from isal import igzip
 
     from swell import log as wal
     from swell.enrich import RequestContext
     from swell.ingest import HTTPAPI_MAX_BYTES, parse_events_body
     from swell.model import hour_of
+    from swell.parts import COMPRESS_LEVEL
     from swell.settings import Settings
     from swell.store import Store
 
     store = await Store.open(Settings.from_env({}, data_dir=data_dir))
     spent = dict.fromkeys((name for name, _ in STAGES), 0.0)
+    floor = dict.fromkeys((name for name, _ in LIBRARY_FLOOR), 0.0)
     clock = time.process_time  # the whole process: the log and SQLite work in threads
     try:
         for body in bodies:
@@ -316,23 +329,45 @@ async def _stage_costs(bodies: list[bytes], data_dir: Path) -> dict[str, float]:
                 strict=True,
             ):
                 spent[name] += spent_s
+            # The same records again, through the libraries only.
+            records = [orjson.loads(line) for line in enriched.lines]
+            t0 = clock()
+            lines = [orjson.dumps(record) for record in records]
+            t1 = clock()
+            igzip.compress(b"\n".join(lines), compresslevel=COMPRESS_LEVEL, mtime=0)
+            t2 = clock()
+            floor["dumps"] += t1 - t0
+            floor["gzip"] += t2 - t1
+        floor["json"] = spent["json"]  # the body is parsed once either way
     finally:
         await store.aclose()
     events = len(bodies) * EVENTS_PER_REQUEST
-    return {name: seconds / events * 1e6 for name, seconds in spent.items()}
+    return (
+        {name: seconds / events * 1e6 for name, seconds in spent.items()},
+        {name: seconds / events * 1e6 for name, seconds in floor.items()},
+    )
 
 
-def stage_costs(quick: bool = False) -> dict[str, float]:
+def stage_costs(quick: bool = False) -> tuple[dict[str, float], dict[str, float]]:
     """µs of CPU per event for each stage of a request, run in-process on a fresh store with the
-    benchmark's bodies (no HTTP). ``validate`` is parse_events_body minus its orjson.loads."""
+    benchmark's bodies (no HTTP), and the library floor (`LIBRARY_FLOOR`) on the same records.
+    ``validate`` is parse_events_body minus its orjson.loads. The process runs with the server's
+    allocator and collector settings, so cache-heavy stages cost what they cost in ``serve``."""
     import asyncio
+    import gc
 
+    from swell.cli import GC_YOUNG_THRESHOLD, keep_freed_memory
+
+    keep_freed_memory()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
     requests = 10 if quick else 100
     data_dir = Path(tempfile.mkdtemp(prefix="swell-bench-stages-", dir="/tmp"))
     try:
         bodies = build_bodies("0" * 32, 1, requests, seed=2)[0]
         return asyncio.run(_stage_costs(bodies, data_dir))
     finally:
+        gc.set_threshold(*thresholds)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -448,7 +483,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args()
     result = run(quick=args.quick)
-    result["stages"] = stage_costs(quick=args.quick)
+    result["stages"], result["library_floor"] = stage_costs(quick=args.quick)
     printable = {k: v for k, v in result.items() if k not in ("swell", "floor")}
     for key in ("swell", "floor"):
         printable[key] = {k: v for k, v in result[key].items() if not k.endswith("_runs")}

@@ -187,7 +187,7 @@ def _dsar_section(dsar: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _stage_lines(stages: dict[str, float], server_us: float) -> list[str]:
+def _stage_lines(stages: dict[str, float], floor: dict[str, float], server_us: float) -> list[str]:
     """Where a request's CPU goes (bench_ingest.stage_costs), against the target's budget."""
     if not stages:
         return []
@@ -206,6 +206,27 @@ def _stage_lines(stages: dict[str, float], server_us: float) -> list[str]:
     lines += [
         f"| **total in-process** (the server measured {server_us:.1f} µs with HTTP) | "
         f"**{total:.1f}** | |",
+        "",
+    ]
+    if not floor:
+        return lines
+    budget = 1e6 / INGEST_TARGET
+    least = sum(floor.values())
+    lines += [
+        "The **library floor**: the per-event work that is done inside orjson and isal, on the "
+        "same bodies and the same stored records, with no swell code per event. Any ingest path "
+        "built on these libraries pays at least this much before it validates, resolves an "
+        "identity, builds a record or writes anything:",
+        "",
+        "| library call | µs of CPU per event |",
+        "|---|---|",
+        *(f"| {what} | {floor[name]:.1f} |" for name, what in bench_ingest.LIBRARY_FLOOR),
+        f"| **library floor** ({1e6 / least:,.0f} events per CPU-second) | **{least:.1f}** |",
+        "",
+        f"The floor alone takes {least / budget:.0%} of the target's {budget:.0f} µs per event, "
+        f"which leaves {max(budget - least, 0):.1f} µs for everything swell does in Python per "
+        "event (validation, dedup, identity, user properties, the 55-key record, the log, the "
+        "part index, the checkpoint, HTTP).",
         "",
     ]
     return lines
@@ -295,7 +316,7 @@ def render(
         f"Target: >= {INGEST_TARGET:,} events per server CPU-second. This run {ingest_ok} it "
         f"({s['per_cpu_s'] / INGEST_TARGET:.2f} x target).",
         "",
-        *_stage_lines(stages, s["us_per_event"]),
+        *_stage_lines(stages, ingest.get("library_floor") or {}, s["us_per_event"]),
         f"## Export: a whole range ({export['archive_bytes'] / 1e9:.2f} GB) over loopback",
         "",
         f"`swell generate` filed {export['events']:,} events ({export['days']} days, "
@@ -375,7 +396,7 @@ def main() -> None:
     started = time.monotonic()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     ingest = bench_ingest.run(quick=args.quick)
-    ingest["stages"] = bench_ingest.stage_costs(quick=args.quick)
+    ingest["stages"], ingest["library_floor"] = bench_ingest.stage_costs(quick=args.quick)
     export = bench_export.run(quick=args.quick, events=args.export_events)
     dsar = bench_dsar.run(quick=args.quick, events=args.dsar_events)
     command = "make bench" if not args.quick else ".venv/bin/python bench/run_all.py --quick"
