@@ -12,3 +12,25 @@ def test_openapi_describes_every_served_api(client):
     assert {p["name"] for p in export["parameters"]} >= {"start", "end"}
     assert {"200", "400", "401", "404"} <= set(export["responses"])
     assert doc["components"]["securitySchemes"]["basicAuth"]["scheme"] == "basic"
+
+
+def test_dsar_create_schema_bounds_are_the_servers(client, keys):
+    """The documented amplitudeId bounds and the userId-or-amplitudeId rule are what the server
+    enforces: a client validating against the document never sends what the server refuses."""
+    doc = client.get("/openapi.json").json()
+    create = doc["paths"]["/api/2/dsar/requests"]["post"]["requestBody"]["content"]
+    body = next(iter(create.values()))["schema"]
+    assert body["anyOf"] == [{"required": ["userId"]}, {"required": ["amplitudeId"]}]
+    aid = body["properties"]["amplitudeId"]
+    dates = {"startDate": "2024-01-01", "endDate": "2024-01-02"}
+
+    def post(**fields: object) -> int:
+        response = client.post("/api/2/dsar/requests", json=fields | dates, auth=keys.org_auth)
+        return response.status_code
+
+    assert post(amplitudeId=aid["minimum"]) == 202
+    assert post(amplitudeId=aid["maximum"]) == 202
+    assert post(amplitudeId=aid["minimum"] - 1) == 400
+    assert post(amplitudeId=aid["maximum"] + 1) == 400
+    assert post(amplitudeId="9" * 18) == 202  # the longest string the pattern allows
+    assert post() == 400

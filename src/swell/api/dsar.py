@@ -27,7 +27,7 @@ from starlette.routing import Route
 from swell.api.bodies import parse_multipart, read_body
 from swell.api.state import app_state
 from swell.backends.base import DsarRequest, Principal
-from swell.dsar import Clock, Dsar, parse_params
+from swell.dsar import MAX_AMPLITUDE_ID, Clock, Dsar, parse_params
 from swell.errors import BadRequest, BlobNotFound, NotFound
 from swell.jobs import Worker
 from swell.ratelimit import CostLimiter
@@ -257,6 +257,7 @@ _REQUEST_ID = {
 _CREATE_BODY = {
     "type": "object",
     "required": ["startDate", "endDate"],
+    "anyOf": [{"required": ["userId"]}, {"required": ["amplitudeId"]}],
     "properties": {
         "userId": {
             "type": ["string", "integer"],
@@ -266,8 +267,11 @@ _CREATE_BODY = {
         },
         "amplitudeId": {
             "type": ["integer", "string"],
-            "description": "Required unless userId is set. An integer (numeric strings are "
-            "accepted).",
+            "minimum": 1,
+            "maximum": MAX_AMPLITUDE_ID,
+            "pattern": "^[1-9][0-9]{0,17}$",
+            "description": "Required unless userId is set. A positive integer (numeric strings "
+            "are accepted). An empty value counts as absent.",
         },
         "startDate": {
             "type": "string",
