@@ -356,11 +356,10 @@ def stage_costs(quick: bool = False) -> tuple[dict[str, float], dict[str, float]
     import asyncio
     import gc
 
-    from swell.cli import GC_YOUNG_THRESHOLD, keep_freed_memory
+    from swell.cli import tune_runtime
 
-    keep_freed_memory()
     thresholds = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
+    tune_runtime()
     requests = 10 if quick else 100
     data_dir = Path(tempfile.mkdtemp(prefix="swell-bench-stages-", dir="/tmp"))
     try:

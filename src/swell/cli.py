@@ -325,7 +325,12 @@ def keep_freed_memory() -> bool:
     )
 
 
-def main() -> None:
+def tune_runtime() -> None:
+    """The allocator and collector settings every swell command runs with."""
     keep_freed_memory()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
+
+
+def main() -> None:
+    tune_runtime()
     app()
