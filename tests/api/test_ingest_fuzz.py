@@ -16,33 +16,15 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from starlette.testclient import TestClient
 
 from swell.model import EXPORT_KEYS
+from swell.userprops import OPERATIONS
 from tests.conftest import Keys, hours_around_now, zip_lines
+from tests.strategies import json_values
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | FINITE | st.text(max_size=12),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
-    ),
-    max_leaves=12,
-)
 #: Every user-property operation, plus a plain key (an implicit $set).
-OPERATIONS = [
-    "$set",
-    "$setOnce",
-    "$add",
-    "$append",
-    "$prepend",
-    "$unset",
-    "$preInsert",
-    "$postInsert",
-    "$remove",
-    "$clearAll",
-    "plain",
-]
 operations = st.dictionaries(
-    st.sampled_from(OPERATIONS),
+    st.sampled_from([*OPERATIONS, "plain"]),
     st.dictionaries(st.sampled_from(["a", "b", "c"]), json_values, max_size=3) | json_values,
     max_size=4,
 )

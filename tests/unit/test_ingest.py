@@ -21,6 +21,7 @@ from swell.ingest import (
     parse_events_body,
     parse_identify_form,
 )
+from tests.strategies import json_values
 
 UID = "user-12345"
 DID = "device-12345"
@@ -612,17 +613,6 @@ def test_too_many_identifications_is_payload_too_large() -> None:
 
 # -- properties: arbitrary input only ever fails with the two wire errors ---------------------
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
-    ),
-    max_leaves=20,
-)
 EVENT_KEYS = [
     "event_type",
     "user_id",
