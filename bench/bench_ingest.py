@@ -280,10 +280,9 @@ async def _stage_costs(
 
     from isal import igzip
 
-    from swell import log as wal
     from swell.enrich import RequestContext
     from swell.ingest import HTTPAPI_MAX_BYTES, parse_events_body
-    from swell.model import hour_of
+    from swell.model import FrameKind, hour_of
     from swell.parts import COMPRESS_LEVEL
     from swell.settings import Settings
     from swell.store import Store
@@ -314,8 +313,8 @@ async def _stage_costs(
             enriched = store.identity.enrich(batch.events, ctx, keys)
             t4 = clock()
             hour = hour_of(now)
-            lsn = store.log.append(wal.EVENTS, 1, hour, b"\n".join([*enriched.lines, b""]))
-            store._part_for(1, hour).add_batch(
+            lsn = store.log.append(FrameKind.EVENTS, 1, hour, b"\n".join([*enriched.lines, b""]))
+            store.sealer.part_for(1, hour).add_batch(
                 enriched.lines, enriched.amplitude_ids, enriched.user_ids, ctx.server_upload_ts, lsn
             )
             t5 = clock()

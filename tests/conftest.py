@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import json
@@ -25,8 +26,10 @@ from starlette.testclient import TestClient
 
 from swell.api.app import create_app
 from swell.auth import new_credentials
+from swell.backends.filelog import FileLog
 from swell.enrich import RequestContext
 from swell.settings import Settings
+from swell.store import Store
 
 # No timed assertions: an example that runs long on a busy machine is not a failure.
 hypothesis_settings.register_profile("swell", deadline=None)
@@ -213,6 +216,21 @@ def live_server(live_keys: tuple[Path, dict[str, Any], dict[str, Any]]) -> Itera
     yield server
     if server.proc is not None and server.proc.poll() is None:
         server.terminate()
+
+
+async def crash(store: Store) -> None:
+    """End a store as kill -9 would: no seal, no checkpoint, frames not yet synced are lost; the
+    backends' durable state stays as it is (a named memory:// store keeps it too)."""
+    for task in list(store._background):
+        task.cancel()
+    await asyncio.gather(*store._background, return_exceptions=True)
+    log = store.log
+    assert isinstance(log, FileLog)
+    log._buffer.clear()  # appended but never synced: never acknowledged
+    await log.aclose()
+    await store.meta.aclose()
+    await store.blobs.aclose()
+    store.backends.data_dir.release()
 
 
 def http_context(project_id: int = 1, now: datetime | None = None) -> RequestContext:

@@ -12,12 +12,23 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from swell.backends.base import KeyStore, Principal
 from swell.errors import Unauthorized
+from swell.model import Principal
+
+if TYPE_CHECKING:
+    from swell.backends.base import KeyStore
 
 MAX_KEY_LENGTH = 128
+#: How long a looked-up key is trusted before it is looked up again: a rotated or removed key stops
+#: working within this time, in every process that shares the metadata store.
+KEY_CACHE_SECONDS = 1.0
+#: Keys remembered at most (a flood of distinct keys cannot grow the cache without bound).
+KEY_CACHE_ENTRIES = 10_000
 
 
 def new_key() -> str:
@@ -60,20 +71,28 @@ def parse_basic(header: str | None) -> tuple[str, str]:
 
 
 class Authenticator:
-    """Looks keys up once and remembers them (keys never change once created)."""
+    """Looks keys up and remembers each for KEY_CACHE_SECONDS, so a hot key costs one metadata
+    read per second, and a rotated key is refused within that second."""
 
-    def __init__(self, keys: KeyStore) -> None:
+    def __init__(self, keys: KeyStore, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._keys = keys
-        self._cache: dict[str, Principal | None] = {}
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Principal]] = {}
 
     async def principal(self, api_key: str) -> Principal | None:
         if not api_key or len(api_key) > MAX_KEY_LENGTH:
             return None
-        if api_key in self._cache:
-            return self._cache[api_key]
+        now = self._clock()
+        cached = self._cache.get(api_key)
+        if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
+            return cached[1]
         found = await self._keys.find_key(api_key)
-        if found is not None:  # unknown keys are not cached: they may be created later
-            self._cache[api_key] = found
+        if found is None:  # unknown keys are not cached: they may be created later
+            self._cache.pop(api_key, None)
+            return None
+        if len(self._cache) >= KEY_CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[api_key] = (now, found)
         return found
 
     async def project_for_ingest(self, api_key: str) -> int | None:

@@ -20,7 +20,7 @@ import typer
 
 from swell import __version__
 from swell.auth import new_credentials
-from swell.backends import open_metadata
+from swell.backends import metadata_url, open_metadata
 from swell.backends.base import Metadata
 from swell.errors import ConfigError, SwellError
 from swell.settings import Settings
@@ -61,7 +61,7 @@ def _run(coro: Awaitable[T]) -> T:
 
 
 async def _with_meta(settings: Settings, fn: Callable[[Metadata], Awaitable[T]]) -> T:
-    meta = open_metadata(f"sqlite://{settings.data_dir / 'meta.db'}")
+    meta = open_metadata(metadata_url(settings))
     try:
         return await fn(meta)
     finally:
@@ -267,12 +267,11 @@ def demo(
 
 
 async def _prepare_demo(settings: Settings, events: int) -> dict[str, dict[str, Any]]:
-    marker = settings.data_dir / "demo.json"
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(settings)
+    data_dir = store.backends.data_dir
     try:
-        if marker.exists():
-            ids = json.loads(marker.read_text())
+        ids = data_dir.marker("demo")
+        if ids is not None:
             org_id, project_id = int(ids["org_id"]), int(ids["project_id"])
         else:
             org_creds, project_creds = new_credentials(), new_credentials()
@@ -283,7 +282,7 @@ async def _prepare_demo(settings: Settings, events: int) -> dict[str, dict[str, 
             typer.echo(f"generating {events} demo events over 7 days...", err=True)
             records = _generated(project_id, events, 7, max(100, events // 40), 0)
             await store.import_records(project_id, records)
-            marker.write_text(json.dumps({"org_id": org_id, "project_id": project_id}))
+            data_dir.set_marker("demo", {"org_id": org_id, "project_id": project_id})
         org_creds, project_creds = new_credentials(), new_credentials()
         await store.meta.rotate_key(org_id, None, org_creds.api_key, org_creds.secret_hash)
         await store.meta.rotate_key(

@@ -31,9 +31,9 @@ from typing import Any, Protocol
 import msgspec
 from isal import isal_zlib
 
-from swell.backends.base import BlobStore, DsarRequest, DsarStore, Job, KeyStore, UserIndex
-from swell.errors import BadRequest, NotFound
-from swell.model import Part, UserBlocks
+from swell.backends.base import BlobStore, DsarStore, KeyStore, UserIndex
+from swell.errors import BadRequest, DsarFailed, NotFound
+from swell.model import DsarRequest, Job, Part, UserBlocks
 from swell.parts import decompress_blocks
 from swell.settings import Settings
 
@@ -66,10 +66,6 @@ Sealer = Callable[[int, str | None, set[int]], Awaitable[None]]
 
 class DsarMetadata(DsarStore, UserIndex, KeyStore, Protocol):
     """What DSAR needs from the metadata store."""
-
-
-class DsarFailed(Exception):
-    """The request cannot be served; the message becomes its ``failReason``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,15 @@ swell's exceptions, one tree for every layer. Each class's docstring is its defa
       - NoData                     404  "Raw data files were not found."
     + PayloadTooLarge              413
     + RateLimited                  429  carries retry_after (seconds)
-  x StorageError                   503  a backend failed; raised by backends/* only
-    + BlobNotFound                      a blob key does not exist
-    + AlreadyExists                     create-only put of an existing key
-    + LogFailed                         the durable log could not fsync; the store stops accepting
+  x StorageError                   503  a dependency failed; the body names its ``cause``
+    + BlobStoreUnavailable              cause blob_store: the blob store failed (raised by backends)
+      - BlobNotFound                    a blob key does not exist
+    + MetadataUnavailable               cause metadata_store: the metadata store failed (backends)
+      - AlreadyExists                   a row that must be unique already exists
+    + LogFailed                         cause log: the durable log could not fsync; fail-stop
+    + SealBacklogFull                   cause seal_backlog: too much acknowledged data is unsealed
+  x InvalidBlobKey                 500  a blob key that could escape the store (a bug, not input)
+  x DsarFailed                          a DSAR request cannot be served; becomes its failReason
   x ConfigError                         bad settings or CLI input; the CLI exits 2 with one line
 
 The HTTP surfaces render these differently (Amplitude ingestion JSON, Export plain text, DSAR JSON):
@@ -95,18 +100,50 @@ class StorageError(SwellError):
     """The storage backend is unavailable."""
 
     status = 503
+    #: What failed, as the 503 body's ``cause`` names it (docs/compatibility.md#unavailable).
+    cause: ClassVar[str] = "storage"
+    #: The Retry-After a 503 carries, in seconds.
+    retry_after: ClassVar[int] = 5
 
 
-class BlobNotFound(StorageError):
+class BlobStoreUnavailable(StorageError):
+    """The blob store is unavailable."""
+
+    cause = "blob_store"
+
+
+class BlobNotFound(BlobStoreUnavailable):
     """Blob not found."""
 
 
-class AlreadyExists(StorageError):
-    """Blob already exists."""
+class MetadataUnavailable(StorageError):
+    """The metadata store is unavailable."""
+
+    cause = "metadata_store"
+
+
+class AlreadyExists(MetadataUnavailable):
+    """Already exists."""
 
 
 class LogFailed(StorageError):
     """The durable log failed; swell is not accepting writes until it is restarted."""
+
+    cause = "log"
+
+
+class SealBacklogFull(StorageError):
+    """Too much acknowledged data is waiting to be sealed; writes resume once sealing catches up."""
+
+    cause = "seal_backlog"
+
+
+class InvalidBlobKey(SwellError):
+    """Invalid blob key."""
+
+
+class DsarFailed(SwellError):
+    """The DSAR request cannot be served."""
 
 
 class ConfigError(SwellError):

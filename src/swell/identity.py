@@ -15,16 +15,20 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from swell.backends.base import IdentityStore, StateChanges
 from swell.enrich import RequestContext, build_record, new_uuids
-from swell.model import EPOCH, hour_of_ts, parse_ts
+from swell.model import EPOCH, StateChanges, hour_of_ts, parse_ts
 from swell.userprops import apply_user_properties
 
+if TYPE_CHECKING:
+    from swell.backends.base import IdentityStore
+
 DEDUP_WINDOW_MS = 7 * 24 * 3600 * 1000
+#: amplitude_ids reserved from the metadata store at a time (at least one batch's worth).
+AMPLITUDE_ID_BLOCK = 4096
 HOUR_MS = 3600 * 1000
 _ABSENT = 0
 _EMPTY: dict[str, Any] = {}  # never mutated: apply_user_properties returns new dicts
@@ -58,8 +62,12 @@ class EnrichedBatch:
 class Identity:
     """Identity state of every project. Owned by the store; not thread-safe."""
 
-    def __init__(self, next_amplitude_id: int, max_cached: int = 1_000_000) -> None:
-        self.next_amplitude_id = next_amplitude_id
+    def __init__(self, *, max_cached: int = 1_000_000) -> None:
+        #: amplitude_ids reserved from the metadata store and not handed out yet: [next, end).
+        self._aid_next = 0
+        self._aid_end = 0
+        #: No amplitude_id below this may be handed out (every id seen is below it).
+        self._aid_floor = 0
         #: Cached users, devices, property states and groups kept (each) once saved; the rest
         #: is read back from the metadata store when needed.
         self.max_cached = max_cached
@@ -92,17 +100,25 @@ class Identity:
         project_id: int,
         events: Sequence[Mapping[str, Any]],
         now: datetime,
+        *,
+        reserve: bool = True,
     ) -> list[int | None]:
         """Load whatever these events (or identify / group identify calls) need that is not
         cached yet, in one metadata round trip.
 
-        Returns each event's dedup key (None without an ``insert_id``), for ``enrich``.
+        With ``reserve``, also reserves enough amplitude_ids for every event to get a new one.
+        Returns each event's dedup key (None without an ``insert_id``), for ``enrich``, which
+        must follow without an await in between.
         """
+        needed = len(events) if reserve else 0
         while True:
             generation = self._evictions
             keys, missing = self._missing(project_id, events)
             if missing is None:
-                return keys
+                if self._aid_end - self._aid_next >= needed:
+                    return keys
+                await self._reserve_amplitude_ids(store, needed)
+                continue
             users, devices, aids, groups = missing
             snap = await store.load_state(project_id, users, devices, aids, groups)
             # Another request may have filled a key meanwhile: never overwrite cached state.
@@ -119,10 +135,16 @@ class Identity:
                         self._props.setdefault(pkey, snap.props[aid])
             for gkey in groups:
                 self._groups.setdefault((project_id, *gkey), snap.groups.get(gkey, {}))
-            if self._evictions == generation:
+            if self._evictions == generation and self._aid_end - self._aid_next >= needed:
                 # Nothing was dropped while we waited, so all these events need is cached; the
                 # caller enriches them before its next await.
                 return keys
+
+    async def _reserve_amplitude_ids(self, store: IdentityStore, needed: int) -> None:
+        count = max(needed, AMPLITUDE_ID_BLOCK)
+        first = await store.allocate_amplitude_ids(count, self._aid_floor)
+        self._aid_next, self._aid_end = first, first + count
+        self._aid_floor = max(self._aid_floor, first + count)
 
     def _missing(
         self, project_id: int, events: Sequence[Mapping[str, Any]]
@@ -275,9 +297,21 @@ class Identity:
         return aid
 
     def _new_aid(self) -> int:
-        aid = self.next_amplitude_id
-        self.next_amplitude_id += 1
+        aid = self._aid_next
+        assert aid < self._aid_end, "prepare reserves an amplitude_id for every event"
+        self._aid_next += 1
         return aid
+
+    def raise_amplitude_id_floor(self, floor: int) -> None:
+        """Never hand out an amplitude_id below ``floor`` (saved state's next id, or an id seen)."""
+        self._aid_floor = max(self._aid_floor, floor)
+        if self._aid_next < floor:
+            self._aid_next = min(floor, self._aid_end)  # an exhausted block reserves a new one
+
+    @property
+    def next_amplitude_id(self) -> int:
+        """The id the next new user or device gets, if it is already reserved (else the floor)."""
+        return self._aid_next if self._aid_next < self._aid_end else self._aid_floor
 
     def _group_properties(
         self, project: int, event: Mapping[str, Any]
@@ -337,7 +371,8 @@ class Identity:
         aid = record.get("amplitude_id")
         if not isinstance(aid, int):
             return
-        self.next_amplitude_id = max(self.next_amplitude_id, aid + 1)
+        if aid >= self._aid_floor or self._aid_next <= aid < self._aid_end:
+            self.raise_amplitude_id_floor(aid + 1)
         uid, did = record.get("user_id"), record.get("device_id")
         if isinstance(uid, str) and uid:
             self._set(self._users, self._dirty_users, (project, uid), aid, overwrite)
@@ -373,7 +408,7 @@ class Identity:
         for uid, aid in change.get("users", []):
             self._users[(project, uid)] = aid
             self._dirty_users.add((project, uid))
-            self.next_amplitude_id = max(self.next_amplitude_id, aid + 1)
+            self.raise_amplitude_id_floor(aid + 1)
         for did, aid, anonymous in change.get("devices", []):
             self._devices[(project, did)] = (aid, anonymous)
             self._dirty_devices.add((project, did))
@@ -399,7 +434,7 @@ class Identity:
 
     def take_changes(self, lsn: int) -> StateChanges:
         """Everything changed since the last call, stamped with the log position it reflects."""
-        changes = StateChanges(next_amplitude_id=self.next_amplitude_id, lsn=lsn)
+        changes = StateChanges(next_amplitude_id=self._aid_floor, lsn=lsn)
         changes.users = [(p, u, self._users[(p, u)]) for p, u in self._dirty_users]
         changes.devices = [(p, d, *self._devices[(p, d)]) for p, d in self._dirty_devices]
         changes.props = [(p, a, orjson.dumps(self._props[(p, a)])) for p, a in self._dirty_props]
@@ -416,6 +451,16 @@ class Identity:
         ):
             dirty.clear()
         return changes
+
+    def restore_changes(self, changes: StateChanges) -> None:
+        """Mark what ``take_changes`` returned as unsaved again (its save failed). Newer values
+        taken since are kept: the next save writes them."""
+        self._dirty_users.update((p, u) for p, u, _ in changes.users)
+        self._dirty_devices.update((p, d) for p, d, _, _ in changes.devices)
+        self._dirty_props.update((p, a) for p, a, _ in changes.props)
+        self._dirty_groups.update((p, t, v) for p, t, v, _ in changes.groups)
+        for project, key, seen_ms in changes.dedup:
+            self._dirty_dedup.setdefault(key, (project, seen_ms))
 
     def _remember(self, key: int, seen_ms: int) -> bool:
         """Add an insert_id first seen at ``seen_ms`` to the window; False if already there (the

@@ -4,8 +4,14 @@ Jobs live in the metadata store (swell.backends.base.JobQueue). A claim marks a 
 atomically. A job still ``running`` when a worker starts was interrupted (the process stopped
 mid-job) and goes back to the queue: handlers write their results under deterministic keys and
 publish them last, so running a job twice never duplicates output. The interrupted attempt counts:
-a job claimed more than ``max_attempts`` times is given up without running again. This assumes
-one worker per metadata store, which the data-directory lock guarantees for the embedded backend.
+a job claimed more than ``max_attempts`` times is given up without running again. Requeueing at
+start assumes one worker per metadata store, which the data-directory lock guarantees for the
+embedded backend; besides, every claim is a lease that the worker renews while the job runs, and a
+job whose lease ran out can be claimed again.
+
+A job that fails because a dependency is unavailable (StorageError: the blob store is full, the
+metadata store is down) is not the job's fault: it is retried with capped backoff, and the attempt
+does not count, so an outage never fails a request; it only delays it.
 
 The loop wakes when :meth:`Worker.wake` is called (e.g. right after a request is stored), and
 otherwise every ``poll_seconds`` to pick up retries that became due and to run housekeeping.
@@ -18,9 +24,13 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from swell.backends.base import Job, JobQueue
+from swell.errors import StorageError
+from swell.model import Job
+
+if TYPE_CHECKING:
+    from swell.backends.base import JobQueue
 
 logger = logging.getLogger("swell.jobs")
 
@@ -28,6 +38,10 @@ logger = logging.getLogger("swell.jobs")
 MAX_ATTEMPTS = 5
 #: Longest wait before a retry.
 MAX_BACKOFF = timedelta(minutes=5)
+#: Longest wait before retrying a job that met an unavailable dependency.
+MAX_STORAGE_BACKOFF = timedelta(seconds=30)
+#: How long a claim holds a job; the worker renews it every third of that while the job runs.
+LEASE = timedelta(seconds=60)
 
 
 class JobHandler(Protocol):
@@ -74,6 +88,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        #: Consecutive storage failures per job (they do not count as attempts).
+        self._storage_failures: dict[int, int] = {}
 
     def wake(self) -> None:
         """Look for jobs now (no await: safe to call from a request handler)."""
@@ -120,7 +136,8 @@ class Worker:
         """Run every job that is due now; returns how many were run."""
         count = 0
         while not self._stopping:
-            job = await self.queue.claim_job(self.name, self.clock())
+            now = self.clock()
+            job = await self.queue.claim_job(self.name, now, now + LEASE)
             if job is None:
                 break
             await self.run_job(job)
@@ -139,8 +156,24 @@ class Worker:
             logger.error("%s: job %d was interrupted %d times", self.name, job.id, job.attempts - 1)
             await handler.give_up(job, f"Internal error after {job.attempts - 1} attempts")
             return
+        renew = asyncio.create_task(self._renew(job))
         try:
             await handler.run(job)
+            self._storage_failures.pop(job.id, None)
+        except StorageError as exc:
+            failures = self._storage_failures.get(job.id, 0) + 1
+            self._storage_failures[job.id] = failures
+            delay = min(MAX_STORAGE_BACKOFF, backoff(failures))
+            logger.warning(
+                "%s: job %d waits for storage (retry in %s): %s",
+                self.name,
+                job.id,
+                delay,
+                exc.message,
+            )
+            await self.queue.retry_job(
+                job.id, f"{type(exc).__name__}: {exc}", self.clock() + delay, count_attempt=False
+            )
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             if job.attempts >= self.max_attempts:
@@ -151,6 +184,23 @@ class Worker:
                     "%s: job %d attempt %d failed: %s", self.name, job.id, job.attempts, reason
                 )
                 await self.queue.retry_job(job.id, reason, self.clock() + backoff(job.attempts))
+        finally:
+            renew.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renew
+
+    async def _renew(self, job: Job) -> None:
+        """Keep the job's lease while it runs."""
+        while True:
+            await asyncio.sleep(LEASE.total_seconds() / 3)
+            try:
+                held = await self.queue.extend_lease(job.id, self.name, self.clock() + LEASE)
+            except StorageError as exc:
+                logger.warning("%s: renewing job %d failed: %s", self.name, job.id, exc.message)
+                continue
+            if not held:
+                logger.warning("%s: job %d is no longer leased to this worker", self.name, job.id)
+                return
 
     async def housekeep(self) -> None:
         for handler in self.handlers.values():

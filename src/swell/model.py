@@ -1,9 +1,12 @@
-"""Records shared by every layer: the export record's keys, parts, blocks, time formats."""
+"""Records shared by every layer: the export record's keys, parts, blocks, time formats, and the
+records that cross the backend boundary (swell.backends.base speaks in these)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from enum import IntEnum
+from typing import Any
 
 #: The 55 top-level keys of Amplitude's current export record, sorted as Amplitude sorts them.
 EXPORT_KEYS: tuple[str, ...] = (
@@ -180,3 +183,124 @@ class UserBlocks:
     part: Part
     blocks: tuple[int, ...]
     events: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One user's presence in one sealed part (written with the part, read by DSAR)."""
+
+    amplitude_id: int
+    user_id: str | None
+    blocks: tuple[int, ...]
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    key: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Whoever a key pair authenticates: a project (``project_id`` set) or an org (it is None)."""
+
+    org_id: int
+    project_id: int | None
+    secret_hash: str
+
+
+# -- identity state --
+
+
+@dataclass(slots=True)
+class StateSnapshot:
+    """Identity state loaded for one batch of events (see swell.identity)."""
+
+    users: dict[str, int] = field(default_factory=dict)
+    devices: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    props: dict[int, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StateChanges:
+    """Identity changes to persist, per project, with the log position they reflect."""
+
+    users: list[tuple[int, str, int]] = field(default_factory=list)
+    devices: list[tuple[int, str, int, bool]] = field(default_factory=list)
+    props: list[tuple[int, int, bytes]] = field(default_factory=list)
+    groups: list[tuple[int, str, str, bytes]] = field(default_factory=list)
+    dedup: list[tuple[int, int, int]] = field(default_factory=list)
+    #: No amplitude_id below this may be handed out again (ids seen in imported records count).
+    next_amplitude_id: int = 0
+    lsn: int = 0
+
+
+# -- the durable log --
+
+
+class FrameKind(IntEnum):
+    #: body = NDJSON export records of one (project, hour)
+    EVENTS = 1
+    #: body = one JSON object: an identity change not tied to an event (identify calls)
+    STATE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One acknowledged unit of the log: a batch's records, or an identity change."""
+
+    lsn: int
+    kind: int
+    project_id: int
+    hour: int
+    body: bytes
+
+
+# -- background work --
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A claimed unit of background work; ``ref`` points at the row it works on."""
+
+    id: int
+    kind: str
+    ref: int
+    #: Attempts so far, including the one this claim starts.
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DsarRequest:
+    """One DSAR request as stored. Times are UTC; dates are ``YYYY-MM-DD`` strings."""
+
+    id: int
+    org_id: int
+    user_id: str | None
+    amplitude_id: int | None
+    start_date: str
+    end_date: str
+    #: staging (not started), submitted (running), done (outputs published) or failed.
+    status: str
+    fail_reason: str | None
+    #: How many output files were published (meaningful once done).
+    outputs: int
+    #: The highest number of output files any attempt may have written (cleanup bound).
+    slots: int
+    created_at: datetime
+    expires_at: datetime | None
+    #: True once housekeeping deleted the expired outputs.
+    purged: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """The outcome of charging a cost budget (swell.ratelimit)."""
+
+    allowed: bool
+    #: Budget left in the current window after this charge (or without it, if refused).
+    remaining: int
+    #: Whole seconds until the refused charge would fit (0 when allowed).
+    retry_after: int

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 import orjson
 from isal import igzip
 
-from swell.backends.base import IndexEntry
-from swell.model import Part
+from swell.model import IndexEntry, Part
 
 #: isal level 1: ~1 GB/s per core at 5.5x; zlib level 6 would cost ~6x the CPU for 30% fewer bytes.
 COMPRESS_LEVEL = 1
@@ -98,6 +97,11 @@ class OpenPart:
                 block += 1
         self.raw_bytes += size - self._line_bytes
         self._line_bytes = size
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes this part holds in memory: its compressed blocks and the block still filling."""
+        return self.size + self._line_bytes
 
     def amplitude_ids_of(self, user_id: str) -> list[int]:
         """The amplitude_ids this part's events carry together with ``user_id``."""

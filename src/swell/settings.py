@@ -21,6 +21,12 @@ class Settings:
     """Every knob swell has. Read from SWELL_* environment variables, then defaults."""
 
     data_dir: Path = setting(Path("./var"), "Where the embedded backends keep their files")  # noqa: RUF009
+    metadata_url: str = setting(
+        "", "Metadata store: sqlite:///path/meta.db or memory:// (default: meta.db in data_dir)"
+    )
+    blob_url: str = setting(
+        "", "Blob store: file:///path or memory:// (default: blobs/ in data_dir)"
+    )
     host: str = setting("127.0.0.1", "Interface to listen on")
     port: int = setting(8080, "Port to listen on")
     trust_forwarded_for: bool = setting(
@@ -33,6 +39,14 @@ class Settings:
         256 * 1024, "Uncompressed bytes of whole lines per gzip member inside a part"
     )
     seal_check_seconds: float = setting(5.0, "How often the sealer looks for hours that have ended")
+    max_unsealed_bytes: int = setting(
+        1024**3,
+        "Acknowledged data held unsealed in memory (compressed) above which ingestion answers 503 "
+        "while seals are failing",
+    )
+    log_segment_bytes: int = setting(
+        64 * 1024 * 1024, "Size at which the durable log starts a new segment file"
+    )
     identity_cache_entries: int = setting(
         1_000_000, "Users, devices, property states and groups each kept in memory once saved"
     )

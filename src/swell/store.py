@@ -2,38 +2,36 @@
 
 Data path (docs/architecture.md):
 
-    request -> identity.enrich -> log.append (+ open part in memory) -> log.sync (fsync) -> 200
-    open part -> sealed when its hour ends, when it reaches part_max_bytes, when an export needs it,
-    or at shutdown -> blob (atomic) + catalog row + user index rows (one transaction)
+    request -> identity.enrich -> log.append (+ open part in memory) -> log.sync -> 200
+    open part -> sealed (swell.sealer) when its hour ends, when it reaches part_max_bytes, when an
+    export or DSAR needs it, or at shutdown -> blob (atomic) + catalog row + user index rows
 
 Recovery on open: the log is replayed; frames newer than the saved identity state are re-applied to
 it, and events newer than the sealed watermark of their (project, hour) go back into open parts.
-A data directory is used by one process at a time (an exclusive lock file).
+Log frames are released only once sealed parts and saved identity state both cover them, so a
+failing blob or metadata store never loses an acknowledged event: writes keep being acknowledged
+while the log is durable, and everything is sealed and saved once the store recovers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import time
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Coroutine, Iterable, Mapping, Sequence, Set
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from swell import log as wal
-from swell.backends import open_blobs, open_metadata
-from swell.backends.base import BlobStore, Metadata
+from swell.backends import Backends, open_backends
 from swell.enrich import RequestContext
-from swell.errors import ConfigError
+from swell.errors import LogFailed, SealBacklogFull, StorageError
 from swell.identity import DEDUP_WINDOW_MS, Identity
-from swell.model import hour_of, hour_of_ts
+from swell.model import FrameKind, hour_of, hour_of_ts
 from swell.parts import OpenPart, record_keys
+from swell.sealer import Sealer, Which
 from swell.settings import Settings
 
 logger = logging.getLogger("swell.store")
@@ -45,69 +43,47 @@ CHECKPOINT_DIRTY = 50_000
 CHECKPOINT_SECONDS = 2.0
 
 
-class DataDirLock:
-    """An exclusive lock on the data directory, held for the life of a Store."""
-
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._fd)
-            raise ConfigError(
-                f"{data_dir} is in use by another swell process (a running server?); "
-                "stop it first or use another --data-dir"
-            ) from None
-
-    def release(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-
-
 class Store:
-    def __init__(self, settings: Settings, meta: Metadata, blobs: BlobStore) -> None:
+    def __init__(self, settings: Settings, backends: Backends) -> None:
         self.settings = settings
-        self.meta = meta
-        self.blobs = blobs
-        self.log = wal.Log(settings.data_dir / "wal")
-        self.identity = Identity(0, max_cached=settings.identity_cache_entries)
-        self._open: dict[tuple[int, int], OpenPart] = {}
-        self._next_seq: dict[tuple[int, int], int] = {}
-        self._seal_lock = asyncio.Lock()
+        self.backends = backends
+        self.meta = backends.meta
+        self.blobs = backends.blobs
+        self.log = backends.log
+        self.identity = Identity(max_cached=settings.identity_cache_entries)
+        self.sealer = Sealer(self.meta, self.blobs, self.log, block_bytes=settings.block_bytes)
         self._state_lsn = 0
         self._last_checkpoint = time.monotonic()
         self._checkpoint_lock = asyncio.Lock()
+        #: Why the last identity checkpoint failed (None once one succeeds).
+        self.checkpoint_error: StorageError | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._lock: DataDirLock | None = None
+        self._wake = asyncio.Event()
 
     # -- life cycle ------------------------------------------------------------------------------
 
     @classmethod
     async def open(cls, settings: Settings) -> Store:
-        """Lock the data directory, open the embedded backends and recover the log."""
-        lock = DataDirLock(settings.data_dir)
+        """Lock the data directory, open the backends and recover the log."""
+        backends = await open_backends(settings)
         try:
-            meta = open_metadata(f"sqlite://{settings.data_dir / 'meta.db'}")
-            blobs = open_blobs(f"file://{settings.data_dir / 'blobs'}")
-            store = cls(settings, meta, blobs)
-            store._lock = lock
+            store = cls(settings, backends)
             await store._recover()
         except BaseException:
-            lock.release()
+            await backends.aclose()
             raise
         return store
 
     async def _recover(self) -> None:
         state_lsn, next_aid = await self.meta.state_position()
         watermarks = await self.meta.sealed_watermarks()
-        self.identity.next_amplitude_id = next_aid
+        self.identity.raise_amplitude_id_floor(next_aid)
         self.identity.load_dedup(await self.meta.load_dedup(_dedup_cutoff()))
         self._state_lsn = state_lsn
         floor = max([state_lsn, *watermarks.values()], default=0) + 1
         replayed = 0
         for frame in self.log.open(min_next_lsn=floor):
-            if frame.kind == wal.STATE:
+            if frame.kind == FrameKind.STATE:
                 if frame.lsn > state_lsn:
                     self.identity.replay_state(frame.project_id, frame.body)
                 continue
@@ -122,16 +98,23 @@ class Store:
                     self.identity.observe(frame.project_id, orjson.loads(line))
                 if reopen:
                     aid, uid, upload = record_keys(line)
-                    self._part_for(frame.project_id, frame.hour).add(
+                    self.sealer.part_for(frame.project_id, frame.hour).add(
                         line, aid, uid, upload, frame.lsn
                     )
                     replayed += 1
         if replayed:
             logger.info("recovered %d acknowledged events from the log", replayed)
-        await self.checkpoint(force=True)
+        try:
+            await self.checkpoint(force=True)
+        except StorageError as exc:  # the events are in the log; the sealer loop retries
+            logger.warning("identity checkpoint at start-up failed: %s", exc.message)
 
     async def aclose(self) -> None:
-        """Make everything acknowledged durable and sealed, then release the data directory."""
+        """Seal and save what can be, then close the backends and release the data directory.
+
+        A seal or checkpoint that fails now loses nothing: its events stay in the log, and the next
+        start recovers them.
+        """
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -139,57 +122,137 @@ class Store:
             await self.log.sync()
             await self.seal(lambda part: True)
             await self.checkpoint(force=True)
+        except StorageError as exc:
+            logger.warning(
+                "shutdown could not seal or save everything (%s); %d part(s) stay in the log "
+                "and are recovered at the next start",
+                exc.message,
+                sum(1 for _ in self.sealer.unsealed()),
+            )
         finally:
-            await self.log.aclose()
-            await self.meta.aclose()
-            await self.blobs.aclose()
-            if self._lock is not None:
-                self._lock.release()
-                self._lock = None
+            await self.backends.aclose()
 
     def start_background(self) -> None:
-        """Seal ended hours, save identity state and prune the dedup window periodically."""
-        self._spawn(self._sealer())
+        """Seal ended hours, retry failed seals, save identity state and prune the dedup window."""
+        self._spawn(self._background_loop())
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._done)
 
-    async def _sealer(self) -> None:
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and isinstance(task.exception(), StorageError):
+            logger.warning("background work failed; it is retried: %s", task.exception())
+        elif not task.cancelled() and task.exception() is not None:
+            logger.error("background work failed", exc_info=task.exception())
+
+    async def _background_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.seal_check_seconds)
+            delay = self.settings.seal_check_seconds
+            retry_in = self.sealer.retry_in()
+            if retry_in is not None:
+                delay = min(delay, retry_in)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            await self._background_step()
+
+    async def _background_step(self) -> None:
+        """One round of background work; each piece fails on its own (and is logged)."""
+        steps = (
+            self._retry_seals,
+            lambda: self.seal_ended_hours(hour_of(datetime.now(UTC))),
+            lambda: self.checkpoint(),
+            self._prune_dedup,
+        )
+        for step in steps:
             try:
-                await self.seal_ended_hours(hour_of(datetime.now(UTC)))
-                await self.checkpoint()
-                cutoff = _dedup_cutoff()
-                self.identity.forget_dedup_before(cutoff)
-                await self.meta.prune_dedup(cutoff)
+                await step()
+            except StorageError:
+                pass  # logged where it failed; readiness reports it
             except Exception:
-                logger.exception("background sealing failed; will retry")
+                logger.exception("background work failed; will retry")
+
+    async def _retry_seals(self) -> None:
+        try:
+            await self.sealer.retry_due()
+        finally:
+            self._release_log()
+
+    async def _prune_dedup(self) -> None:
+        cutoff = _dedup_cutoff()
+        self.identity.forget_dedup_before(cutoff)
+        await self.meta.prune_dedup(cutoff)
+
+    # -- health ------------------------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, dict[str, Any]]:
+        """What ``/readyz`` reports: every check and whether it passes."""
+        now = time.monotonic()
+        failed = self.log.failed
+        checks: dict[str, dict[str, Any]] = {
+            "log": {"ok": failed is None}
+            | ({} if failed is None else {"error": f"the durable log failed: {failed}"}),
+            "seal": {"ok": not self.sealer.failing, "unsealed_parts": self.sealer.frozen_parts}
+            | ({} if self.sealer.failure is None else self.sealer.failure.describe(now)),
+            "metadata": {"ok": self.checkpoint_error is None}
+            | (
+                {}
+                if self.checkpoint_error is None
+                else {"error": self.checkpoint_error.message, "cause": self.checkpoint_error.cause}
+            ),
+        }
+        unsealed = self.sealer.unsealed_bytes()
+        checks["backlog"] = {
+            "ok": not self._backlog_full(unsealed),
+            "unsealed_bytes": unsealed,
+            "limit_bytes": self.settings.max_unsealed_bytes,
+        }
+        return checks
+
+    def raise_if_unavailable(self) -> None:
+        """Raise what keeps the store from serving reads of its own writes right now: a failed
+        log, failing seals, or a failing metadata store."""
+        failed = self.log.failed
+        if failed is not None:
+            raise LogFailed(f"the durable log failed: {failed}")
+        seal = self.sealer.failure
+        for error in (None if seal is None else seal.error, self.checkpoint_error):
+            if error is not None:
+                raise type(error)(error.message)
+
+    def _backlog_full(self, unsealed: int | None = None) -> bool:
+        """Whether ingestion must wait: seals fail and too much is held unsealed meanwhile."""
+        if not self.sealer.failing:
+            return False
+        held = self.sealer.unsealed_bytes() if unsealed is None else unsealed
+        return held > self.settings.max_unsealed_bytes
 
     # -- writing ---------------------------------------------------------------------------------
-
-    def _part_for(self, project_id: int, hour: int) -> OpenPart:
-        part = self._open.get((project_id, hour))
-        if part is None:
-            part = OpenPart(project_id, hour, self.settings.block_bytes)
-            self._open[(project_id, hour)] = part
-        return part
 
     async def ingest(self, events: Sequence[Mapping[str, Any]], ctx: RequestContext) -> int:
         """Store validated events durably; returns how many were new (not insert_id duplicates).
 
-        Returns only once the events are fsync'd. Raises LogFailed if the log cannot be written.
+        Returns only once the events are durable. Raises LogFailed if the log cannot be written,
+        SealBacklogFull while seals fail and too much is unsealed, and MetadataUnavailable if
+        identity state the events need cannot be loaded.
         """
+        if self._backlog_full():
+            raise SealBacklogFull(
+                f"{self.sealer.unsealed_bytes()} bytes of acknowledged events wait to be sealed "
+                f"(limit {self.settings.max_unsealed_bytes}) while the store fails: "
+                f"{self.sealer.failure.error.message if self.sealer.failure else ''}"
+            )
         keys = await self.identity.prepare(self.meta, ctx.project_id, events, ctx.server_upload)
         # From here to log.append nothing awaits: state changes and the log keep the same order.
         enriched = self.identity.enrich(events, ctx, keys)
         if enriched.lines:
             hour = hour_of(ctx.server_upload)
             body = b"\n".join([*enriched.lines, b""])
-            lsn = self.log.append(wal.EVENTS, ctx.project_id, hour, body)
-            part = self._part_for(ctx.project_id, hour)
+            lsn = self.log.append(FrameKind.EVENTS, ctx.project_id, hour, body)
+            part = self.sealer.part_for(ctx.project_id, hour)
             part.add_batch(
                 enriched.lines,
                 enriched.amplitude_ids,
@@ -197,8 +260,8 @@ class Store:
                 ctx.server_upload_ts,
                 lsn,
             )
-            if part.raw_bytes >= self.settings.part_max_bytes:
-                self._spawn(self.seal(lambda p, key=(ctx.project_id, hour): _key(p) == key))
+            if part.raw_bytes >= self.settings.part_max_bytes and not self.sealer.failing:
+                self._spawn(self.seal(_only((ctx.project_id, hour))))
         await self.log.sync()
         self._maybe_checkpoint()
         return len(enriched.lines)
@@ -213,7 +276,7 @@ class Store:
             body = self.identity.group_identify(project_id, identifications)
         else:
             body = self.identity.identify(project_id, identifications)
-        lsn = self.log.append(wal.STATE, project_id, 0, body)
+        lsn = self.log.append(FrameKind.STATE, project_id, 0, body)
         await self.log.sync(lsn)
         self._maybe_checkpoint()
 
@@ -224,6 +287,7 @@ class Store:
 
         Records keep every field as given; ``server_upload_time`` decides their hour. Identity
         state learns the ids and properties the records show, without overriding newer state.
+        Raises StorageError if a part cannot be sealed (imported records are not in the log).
         """
         count = 0
         batch: list[tuple[bytes, Mapping[str, Any]]] = []
@@ -242,13 +306,16 @@ class Store:
     ) -> int:
         if not batch:
             return 0
-        await self.identity.prepare(self.meta, project_id, [r for _, r in batch], datetime.now(UTC))
+        records = [r for _, r in batch]
+        await self.identity.prepare(
+            self.meta, project_id, records, datetime.now(UTC), reserve=False
+        )
         for line, record in batch:
             upload = str(record["server_upload_time"])
             hour = hour_of_ts(upload)
             aid = record.get("amplitude_id")
             uid = record.get("user_id")
-            part = self._part_for(project_id, hour)
+            part = self.sealer.part_for(project_id, hour)
             part.add(
                 line,
                 aid if isinstance(aid, int) else 0,
@@ -258,8 +325,8 @@ class Store:
             )
             self.identity.observe(project_id, record, overwrite=False)
             if part.raw_bytes >= self.settings.part_max_bytes:
-                await self.seal(lambda p, key=(project_id, hour): _key(p) == key)
-        importing = sorted(k for k, p in self._open.items() if p.first_lsn == 0)
+                await self.seal(_only((project_id, hour)))
+        importing = sorted(_key(p) for p in self.sealer.unsealed() if p.first_lsn == 0 and p.events)
         if len(importing) > IMPORT_OPEN_HOURS:
             oldest = set(importing[: len(importing) - IMPORT_OPEN_HOURS])
             await self.seal(lambda p: _key(p) in oldest)
@@ -269,66 +336,41 @@ class Store:
 
     # -- sealing ---------------------------------------------------------------------------------
 
-    async def seal(self, which: Any) -> int:
-        """Seal every open part for which ``which(part)`` is true; returns how many were sealed.
-
-        An open part is detached before any await, so events arriving meanwhile start a new part.
-        """
-        chosen = [key for key, part in self._open.items() if which(part)]
-        detached = [self._open.pop(key) for key in chosen]
-        async with self._seal_lock:
-            for part in detached:
-                await self._seal_one(part)
-        if detached:
+    async def seal(self, which: Which) -> int:
+        """Seal every unsealed part for which ``which(part)`` is true; returns how many were
+        sealed. Raises the StorageError of a seal that failed (its part stays unsealed)."""
+        try:
+            return await self.sealer.seal(which)
+        except StorageError:
+            self._wake.set()  # the background loop schedules the retry
+            raise
+        finally:
             self._release_log()
-        return len(detached)
 
     async def seal_ended_hours(self, current_hour: int) -> int:
         return await self.seal(lambda part: part.hour < current_hour)
 
     async def seal_project(self, project_id: int, start_hour: int, end_hour: int) -> None:
-        """Read-your-writes: seal whatever is open for the project in [start_hour, end_hour]."""
-        await self._seal_for_reading(
-            lambda p: p.project_id == project_id and start_hour <= p.hour <= end_hour
-        )
+        """Read-your-writes: seal whatever is unsealed for the project in [start_hour, end_hour].
+        Raises StorageError if that cannot be done now."""
+        await self.seal(lambda p: p.project_id == project_id and start_hour <= p.hour <= end_hour)
 
     async def seal_user(
         self, project_id: int, user_id: str | None, amplitude_ids: Set[int]
     ) -> None:
-        """Read-your-writes for one user (DSAR): seal the project's open parts, of any hour, that
-        hold events of ``amplitude_ids`` or of any amplitude_id ``user_id`` has in open data or in
-        this process's identity state. Parts without the user's events stay open, so a run of
-        requests does not cut the current hour into a part per request."""
+        """Read-your-writes for one user (DSAR): seal the project's unsealed parts, of any hour,
+        that hold events of ``amplitude_ids`` or of any amplitude_id ``user_id`` has in unsealed
+        data or in this process's identity state. Parts without the user's events stay open, so a
+        run of requests does not cut the current hour into a part per request."""
         wanted = set(amplitude_ids)
         if user_id is not None:
             cached = self.identity.cached_amplitude_id(project_id, user_id)
             if cached is not None:
                 wanted.add(cached)
-            for part in self._open.values():
+            for part in self.sealer.unsealed():
                 if part.project_id == project_id:
                     wanted.update(part.amplitude_ids_of(user_id))
-        await self._seal_for_reading(lambda p: p.project_id == project_id and p.holds_any(wanted))
-
-    async def _seal_for_reading(self, which: Any) -> None:
-        """Seal the open parts ``which`` chooses, and wait for seals others started, so the
-        catalog then shows every event acknowledged before the call."""
-        await self.seal(which)
-        async with self._seal_lock:  # seals started by others finish before we read the catalog
-            pass
-
-    async def _seal_one(self, part: OpenPart) -> None:
-        if part.events == 0:
-            return
-        key = (part.project_id, part.hour)
-        if key not in self._next_seq:
-            self._next_seq[key] = await self.meta.next_seq(*key)
-        seq = self._next_seq[key]
-        self._next_seq[key] = seq + 1
-        sealed, data, entries = await asyncio.to_thread(part.seal, seq)
-        if part.max_lsn:
-            await self.log.sync(part.max_lsn)  # never publish events that are not yet durable
-        await self.blobs.put(sealed.name, data)
-        await self.meta.add_part(sealed, entries)
+        await self.seal(lambda p: p.project_id == project_id and p.holds_any(wanted))
 
     # -- identity checkpoints and log release ------------------------------------------------------
 
@@ -338,24 +380,37 @@ class Store:
             self._spawn(self.checkpoint())
 
     async def checkpoint(self, *, force: bool = False) -> None:
-        """Save identity changes with the log position they reflect, then release log segments."""
+        """Save identity changes with the log position they reflect, then release log segments.
+
+        If the save fails, the changes stay pending (the next checkpoint saves them) and the log
+        keeps the frames they came from. Raises the StorageError.
+        """
         if self._checkpoint_lock.locked() and not force:
             return
         async with self._checkpoint_lock:  # saves must land in the order their changes were taken
             lsn = self.log.last_lsn
             changes = self.identity.take_changes(lsn)
-            await self.log.sync(lsn)  # state must never get ahead of what is durable
-            await self.meta.save_state(changes)
+            try:
+                await self.log.sync(lsn)  # state must never get ahead of what is durable
+                await self.meta.save_state(changes)
+            except StorageError as exc:
+                self.identity.restore_changes(changes)
+                if self.checkpoint_error is None:
+                    logger.warning("saving identity state failed; will retry: %s", exc.message)
+                self.checkpoint_error = exc
+                raise
+            if self.checkpoint_error is not None:
+                logger.info("saving identity state recovered")
+            self.checkpoint_error = None
             self.identity.evict()
             self._state_lsn = max(self._state_lsn, lsn)
             self._last_checkpoint = time.monotonic()
             self._release_log()
 
     def _release_log(self) -> None:
-        pending = [p.first_lsn for p in self._open.values() if p.first_lsn]
-        upto = min([self._state_lsn, *(lsn - 1 for lsn in pending)])
-        with contextlib.suppress(OSError):
-            self.log.release(upto)
+        pinned = self.sealer.pinned_lsn()
+        upto = self._state_lsn if pinned is None else min(self._state_lsn, pinned - 1)
+        self.log.release(upto)
 
 
 def _dedup_cutoff() -> int:
@@ -365,3 +420,8 @@ def _dedup_cutoff() -> int:
 
 def _key(part: OpenPart) -> tuple[int, int]:
     return (part.project_id, part.hour)
+
+
+def _only(key: tuple[int, int]) -> Which:
+    """Chooses the part of one (project, hour)."""
+    return lambda part: _key(part) == key

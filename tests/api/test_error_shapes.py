@@ -473,7 +473,8 @@ def test_storage_failure_is_a_json_503(
         "/batch", content=events_body([OK_EVENT]).replace(API_KEY.encode(), keys.api_key.encode())
     )
     body = assert_amplitude_error(resp, 503)
-    assert body == {"code": 503, "error": "The storage backend is unavailable."}
+    assert body == {"code": 503, "error": "The storage backend is unavailable.", "cause": "storage"}
+    assert resp.headers["retry-after"] == "5"
 
 
 def test_cors_preflight_is_allowed(client: TestClient) -> None:

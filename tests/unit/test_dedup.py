@@ -12,7 +12,7 @@ from swell.backends.sqlite import SQLiteMetadata
 from swell.identity import DEDUP_WINDOW_MS, Identity
 from swell.settings import Settings
 from swell.store import Store
-from tests.conftest import http_context
+from tests.conftest import crash, http_context
 
 DAY_MS = 86_400_000
 
@@ -46,10 +46,7 @@ async def test_a_duplicate_is_dropped_after_a_crash(tmp_path: Path) -> None:
     settings = Settings.from_env({}, data_dir=tmp_path)
     store = await Store.open(settings)
     assert await _ingest(store, [_event("x")]) == 1
-    await store.log.aclose()  # the process dies: no seal, no checkpoint
-    await store.meta.aclose()
-    assert store._lock is not None
-    store._lock.release()
+    await crash(store)  # the process dies: no seal, no checkpoint
 
     store = await Store.open(settings)
     try:
@@ -59,7 +56,7 @@ async def test_a_duplicate_is_dropped_after_a_crash(tmp_path: Path) -> None:
 
 
 def test_the_window_slides_an_hour_at_a_time() -> None:
-    identity = Identity(1)
+    identity = Identity()
     now_ms = int(time.time() * 1000)
     old, recent = now_ms - DEDUP_WINDOW_MS - 3_600_000, now_ms - 1000
     identity.load_dedup([(1, 10, old), (1, 11, recent), (1, 12, old)])
@@ -74,7 +71,7 @@ def test_the_window_slides_an_hour_at_a_time() -> None:
 
 
 async def test_saved_days_are_reloaded_and_pruned_whole(tmp_path: Path) -> None:
-    from swell.backends.base import StateChanges
+    from swell.model import StateChanges
 
     meta = SQLiteMetadata(tmp_path / "meta.db")
     today = int(time.time() * 1000) // DAY_MS * DAY_MS
@@ -95,7 +92,7 @@ async def test_saved_days_are_reloaded_and_pruned_whole(tmp_path: Path) -> None:
 
 
 async def test_replayed_records_teach_the_window(tmp_path: Path) -> None:
-    identity = Identity(1)
+    identity = Identity()
     line = orjson.dumps(
         {
             "amplitude_id": 5,
@@ -115,9 +112,8 @@ async def test_a_failed_write_leaves_no_phantom_table(tmp_path: Path) -> None:
     """A day or month table created inside a rolled-back transaction is not remembered."""
     import pytest
 
-    from swell.backends.base import IndexEntry, StateChanges
     from swell.errors import StorageError
-    from swell.model import Part
+    from swell.model import IndexEntry, Part, StateChanges
 
     meta = SQLiteMetadata(tmp_path / "meta.db")
     try:
@@ -137,7 +133,7 @@ async def test_a_failed_write_leaves_no_phantom_table(tmp_path: Path) -> None:
 
 
 def test_imported_history_does_not_fill_the_window() -> None:
-    identity = Identity(1)
+    identity = Identity()
 
     def record(insert_id: str, age: timedelta) -> dict[str, object]:
         upload = (datetime.now(UTC) - age).strftime("%Y-%m-%d %H:%M:%S.%f")

@@ -43,7 +43,7 @@ async def _run(data_dir: Path, max_cached: int, requests: list[list[dict[str, An
         for events in requests:
             await store.ingest(events, http_context())
             await store.checkpoint(force=True)  # saves, then drops what is over the bound
-        part = next(iter(store._open.values()))
+        part = next(store.sealer.unsealed())
         lines = list(part._lines)
     finally:
         await store.aclose()

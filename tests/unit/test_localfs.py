@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from swell.backends.localfs import STAGING, LocalBlobStore
-from swell.errors import BadRequest, BlobNotFound, StorageError
+from swell.errors import BlobNotFound, InvalidBlobKey, StorageError
 
 
 def test_put_read_head_delete(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_a_failed_put_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_keys_cannot_escape_the_root_or_touch_staging(tmp_path: Path, key: str) -> None:
     async def run() -> None:
         blobs = LocalBlobStore(tmp_path)
-        with pytest.raises(BadRequest):
+        with pytest.raises(InvalidBlobKey):
             await blobs.put(key, b"x")
 
     asyncio.run(run())

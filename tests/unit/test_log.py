@@ -7,20 +7,21 @@ from pathlib import Path
 
 from hypothesis import given, settings, strategies as st
 
-from swell import log as wal
+from swell.backends import filelog as wal
+from swell.model import FrameKind
 
 
 async def _write(directory: Path, bodies: list[bytes], segment_bytes: int) -> None:
-    log = wal.Log(directory, segment_bytes=segment_bytes)
+    log = wal.FileLog(directory, segment_bytes=segment_bytes)
     list(log.open())
     for i, body in enumerate(bodies):
-        log.append(wal.EVENTS, 7, i, body)
+        log.append(FrameKind.EVENTS, 7, i, body)
     await log.sync()  # one flush: far more pieces than one writev call takes
     await log.aclose()
 
 
 def _read(directory: Path) -> list[tuple[int, int, int, bytes]]:
-    log = wal.Log(directory)
+    log = wal.FileLog(directory)
     return [(f.lsn, f.project_id, f.hour, f.body) for f in log.open()]
 
 

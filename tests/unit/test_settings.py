@@ -16,7 +16,7 @@ def test_every_setting_is_documented_with_its_default():
         assert f"`{env}`" in text
         row = next(line for line in text.splitlines() if f"`{env}`" in line)
         shown = default.lower() if default in {"True", "False"} else default
-        assert f"`{shown}`" in row, (env, default)
+        assert (f"`{shown}`" if shown else "| (empty) |") in row, (env, default)
 
 
 def test_environment_overrides_defaults_and_flags_override_environment():

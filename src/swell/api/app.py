@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from swell.api import dsar, export, ingest, openapi, render
+from swell.api import dsar, export, health, ingest, openapi, render
 from swell.api.state import AppState
 from swell.auth import Authenticator
 from swell.errors import SwellError
@@ -32,7 +32,13 @@ def create_app(settings: Settings) -> Starlette:
             await store.aclose()
 
     return Starlette(
-        routes=[*ingest.routes, *export.routes, *dsar.routes, *openapi.routes(dsar.OPENAPI_PATHS)],
+        routes=[
+            *health.routes,
+            *ingest.routes,
+            *export.routes,
+            *dsar.routes,
+            *openapi.routes(dsar.OPENAPI_PATHS),
+        ],
         lifespan=lifespan,
         middleware=[
             # Browser SDKs post events cross-origin, as they do to Amplitude.

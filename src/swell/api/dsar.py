@@ -26,10 +26,10 @@ from starlette.routing import Route
 
 from swell.api.bodies import parse_multipart, read_body
 from swell.api.state import app_state
-from swell.backends.base import DsarRequest, Principal
 from swell.dsar import MAX_AMPLITUDE_ID, Clock, Dsar, parse_params
 from swell.errors import BadRequest, BlobNotFound, NotFound
 from swell.jobs import Worker
+from swell.model import DsarRequest, Principal
 from swell.ratelimit import CostLimiter
 from swell.store import Store
 
@@ -62,7 +62,7 @@ def start(app: Starlette, store: Store) -> DsarService:
     dsar = Dsar.from_settings(
         store.meta, store.blobs, store.settings, clock=clock, seal=store.seal_user
     )
-    limiter = CostLimiter(store.settings.dsar_cost_per_hour, clock=clock)
+    limiter = CostLimiter(store.meta, store.settings.dsar_cost_per_hour, clock=clock)
     worker = Worker(store.meta, [dsar], clock=clock, name="serve")
     service = DsarService(dsar, limiter, worker)
     app.state.dsar = service
@@ -87,11 +87,11 @@ def _service(request: Request) -> DsarService:
 
 
 async def _authorize(request: Request, cost: int) -> Principal:
-    """Check the org credentials, then charge the org (atomically: no await after auth)."""
+    """Check the org credentials, then charge the org (the metadata store charges atomically)."""
     principal = await app_state(request).auth.check_basic(
         request.headers.get("authorization"), org=True
     )
-    _service(request).limiter.charge(principal.org_id, cost)
+    await _service(request).limiter.charge(principal.org_id, cost)
     return principal
 
 
@@ -154,6 +154,8 @@ def _status(request: Request, found: DsarRequest) -> dict[str, Any]:
 async def create_request(request: Request) -> Response:
     principal = await _authorize(request, POST_COST)
     params = parse_params(await _body(request))
+    # A job could not finish while storage fails: say so now rather than accept it (503).
+    app_state(request).store.raise_if_unavailable()
     service = _service(request)
     created = await service.dsar.create(principal.org_id, params)
     service.worker.wake()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
@@ -102,15 +101,9 @@ async def group_identify(request: Request) -> Response:
     return await _identify(request, group=True)
 
 
-async def healthz(request: Request) -> Response:
-    started = app_state(request).started
-    return JSONResponse({"status": "ok", "uptime_seconds": round(time.monotonic() - started, 3)})
-
-
 routes = [
     Route("/2/httpapi", httpapi, methods=["POST"]),
     Route("/batch", batch, methods=["POST"]),
     Route("/identify", identify, methods=["POST", "GET"]),
     Route("/groupidentify", group_identify, methods=["POST", "GET"]),
-    Route("/healthz", healthz, methods=["GET"]),
 ]

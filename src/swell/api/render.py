@@ -4,6 +4,10 @@
   ``{"code": N, "error": ..., **extra}``; SDKs read ``code`` from the body.
 * Export (``/api/2/export``): plain text; the 404 body is matched verbatim by ETL clients.
 * DSAR (``/api/2/dsar/...``) and everything else under ``/api``: ``{"error": ..., **extra}``.
+
+A dependency that fails (StorageError) answers 503 with a JSON body on every surface, Export
+included, naming the ``cause`` (``blob_store``, ``metadata_store``, ``log``, ``seal_backlog``), with
+a Retry-After header: see docs/compatibility.md#unavailable.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from swell.errors import RateLimited, SwellError, Unauthorized
+from swell.errors import RateLimited, StorageError, SwellError, Unauthorized
 
 logger = logging.getLogger("swell.api")
 
@@ -23,7 +27,7 @@ def _headers(exc: SwellError) -> dict[str, str]:
     headers: dict[str, str] = {}
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = 'Basic realm="swell"'
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | StorageError):
         headers["Retry-After"] = str(exc.retry_after)
     return headers
 
@@ -43,8 +47,17 @@ def api_json(exc: SwellError) -> Response:
     )
 
 
+def unavailable(exc: StorageError, *, ingestion: bool) -> Response:
+    body: dict[str, object] = {"error": exc.message, "cause": exc.cause}
+    if ingestion:
+        body = {"code": exc.status, **body}
+    return JSONResponse(body, status_code=exc.status, headers=_headers(exc))
+
+
 def render(request: Request, exc: SwellError) -> Response:
     path = request.url.path
+    if isinstance(exc, StorageError):
+        return unavailable(exc, ingestion=not path.startswith("/api/"))
     if path.startswith("/api/2/export"):
         return plain_text(exc)
     if path.startswith("/api/"):
@@ -54,7 +67,11 @@ def render(request: Request, exc: SwellError) -> Response:
 
 async def swell_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SwellError)
-    if exc.status >= 500:
+    if isinstance(exc, StorageError):
+        logger.warning(
+            "%s %s: 503 (%s): %s", request.method, request.url.path, exc.cause, exc.message
+        )
+    elif exc.status >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
     return render(request, exc)
 

@@ -1,26 +1,109 @@
-"""Open backends from URLs: ``sqlite:///path/meta.db``, ``file:///path/blobs``."""
+"""Backends chosen by URL, through one registry.
+
+* metadata: ``sqlite:///path/meta.db`` (the default: under the data directory), ``memory://[name]``
+* blobs: ``file:///path/blobs`` (the default, under the data directory), ``memory://[name]``
+
+Each scheme names a ``module:Class``, imported only when used; its ``from_url(url)`` opens it.
+The embedded log and the data-directory lock always live in the data directory
+(swell.backends.datadir). Everything above this package asks :func:`open_backends` for a
+:class:`Backends` and never names a scheme, a driver or a local path.
+"""
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from swell.backends.base import BlobStore, Metadata
+from swell.backends.base import BlobStore, EventLog, Metadata
+from swell.backends.datadir import DataDir
 from swell.errors import ConfigError
+from swell.settings import Settings
+
+METADATA_SCHEMES = {
+    "sqlite": "swell.backends.sqlite:SQLiteMetadata",
+    "memory": "swell.backends.memory:MemoryMetadata",
+}
+BLOB_SCHEMES = {
+    "file": "swell.backends.localfs:LocalBlobStore",
+    "memory": "swell.backends.memory:MemoryBlobStore",
+}
+
+
+def url_path(url: str) -> Path:
+    """The path of a ``scheme:///absolute/path`` or ``scheme://relative/path`` URL."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    rest = rest.split("?", 1)[0]
+    if not rest:
+        raise ConfigError(f"{url!r} names no path")
+    return Path(rest)
+
+
+def _open(kind: str, schemes: dict[str, str], url: str) -> Any:
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    target = schemes.get(scheme)
+    if target is None:
+        raise ConfigError(
+            f"{kind} url {url!r}: unknown scheme {scheme!r}; use one of {sorted(schemes)}"
+        )
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name).from_url(url)
+
+
+def metadata_url(settings: Settings) -> str:
+    return settings.metadata_url or f"sqlite://{settings.data_dir.resolve() / 'meta.db'}"
+
+
+def blob_url(settings: Settings) -> str:
+    return settings.blob_url or f"file://{settings.data_dir.resolve() / 'blobs'}"
 
 
 def open_metadata(url: str) -> Metadata:
-    scheme = url.split(":", 1)[0]
-    if scheme == "sqlite":
-        from swell.backends.sqlite import SQLiteMetadata
-
-        return SQLiteMetadata(Path(url.removeprefix("sqlite://")))
-    raise ConfigError(f"metadata url: unknown scheme {scheme!r}; use one of ['sqlite']")
+    store: Metadata = _open("metadata", METADATA_SCHEMES, url)
+    return store
 
 
 def open_blobs(url: str) -> BlobStore:
-    scheme = url.split(":", 1)[0]
-    if scheme == "file":
-        from swell.backends.localfs import LocalBlobStore
+    store: BlobStore = _open("blob", BLOB_SCHEMES, url)
+    return store
 
-        return LocalBlobStore(Path(url.removeprefix("file://")))
-    raise ConfigError(f"blob url: unknown scheme {scheme!r}; use one of ['file']")
+
+@dataclass
+class Backends:
+    """The open backends of one process, closed together."""
+
+    meta: Metadata
+    blobs: BlobStore
+    log: EventLog
+    #: The locked data directory (the log lives there); released last.
+    data_dir: DataDir
+
+    async def aclose(self) -> None:
+        try:
+            await self.log.aclose()
+        finally:
+            try:
+                await self.meta.aclose()
+            finally:
+                try:
+                    await self.blobs.aclose()
+                finally:
+                    self.data_dir.release()
+
+
+async def open_backends(settings: Settings) -> Backends:
+    """Lock the data directory, clean what a crash left there, and open every backend."""
+    data_dir = DataDir.lock(settings.data_dir)
+    try:
+        meta = open_metadata(metadata_url(settings))
+        try:
+            blobs = open_blobs(blob_url(settings))
+            log = data_dir.open_log(settings.log_segment_bytes)
+        except BaseException:
+            await meta.aclose()
+            raise
+    except BaseException:
+        data_dir.release()
+        raise
+    return Backends(meta, blobs, log, data_dir)

@@ -1,29 +1,42 @@
-"""The backend boundary: small Protocols that the embedded default and the scale-out backend share.
+"""The backend boundary: small Protocols that every backend implements and everything above shares.
 
-Semantics every implementation keeps:
+Semantics every implementation keeps (tests/contract is their executable definition, run against
+every backend):
 
-* BlobStore is object storage, not a filesystem: ``put`` is atomic (whole object or nothing),
-  reads stream, and a missing key raises BlobNotFound before any byte is returned.
+* BlobStore is object storage, not a filesystem: ``put`` is atomic (the whole object or nothing,
+  and a put that raised may or may not have replaced the key), reads are ranged, and a missing key
+  raises BlobNotFound before any byte is returned.
 * Metadata calls are transactional: ``add_part`` commits the catalog row and the part's user-index
-  rows together; ``save_state`` commits identity changes with the log position they reflect.
-* Driver exceptions never cross this boundary: implementations raise swell.errors.StorageError
-  (or a subclass) instead.
+  rows together or not at all; ``save_state`` commits identity changes with the log position they
+  reflect, and positions only move forward; ``allocate_*`` never hand out a number twice, even
+  across restarts; a job claim is exclusive until its lease expires.
+* EventLog: ``sync(lsn)`` returns only once every frame up to ``lsn`` is durable; after a failed
+  write the log refuses all further work (LogFailed), and ``open`` replays every intact frame.
+* Driver exceptions never cross this boundary: implementations raise swell.errors
+  (BlobStoreUnavailable, MetadataUnavailable, LogFailed or their subclasses) instead.
+
+The records these Protocols speak in live in swell.model.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from swell.model import Part, UserBlocks
-
-
-@dataclass(frozen=True, slots=True)
-class BlobInfo:
-    key: str
-    size: int
+from swell.model import (
+    BlobInfo,
+    Charge,
+    DsarRequest,
+    Frame,
+    IndexEntry,
+    Job,
+    Part,
+    Principal,
+    StateChanges,
+    StateSnapshot,
+    UserBlocks,
+)
 
 
 class BlobStore(Protocol):
@@ -32,7 +45,8 @@ class BlobStore(Protocol):
         ...
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
-        """Bytes [start, end) of an object. Raises BlobNotFound."""
+        """Bytes [start, end) of an object (``end`` past the object reads to its end).
+        Raises BlobNotFound."""
         ...
 
     def stream(
@@ -52,21 +66,12 @@ class BlobStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Whoever a key pair authenticates: a project (``project_id`` set) or an org (it is None)."""
-
-    org_id: int
-    project_id: int | None
-    secret_hash: str
-
-
 class BlobReader(Protocol):
     """One open blob, read into the caller's buffers."""
 
     async def read_into(self, offset: int, buffer: memoryview) -> None:
-        """Fill ``buffer`` with the object's bytes from ``offset`` on. Raises StorageError if the
-        object ends first."""
+        """Fill ``buffer`` with the object's bytes from ``offset`` on. Raises
+        BlobStoreUnavailable if the object ends first."""
         ...
 
     async def aclose(self) -> None: ...
@@ -103,27 +108,18 @@ class KeyStore(Protocol):
     async def org_projects(self, org_id: int) -> list[int]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class IndexEntry:
-    """One user's presence in one sealed part (written with the part, read by DSAR)."""
-
-    amplitude_id: int
-    user_id: str | None
-    blocks: tuple[int, ...]
-    events: int
-
-
 class Catalog(Protocol):
     async def add_part(self, part: Part, entries: Sequence[IndexEntry]) -> None:
-        """Record a sealed part and its user-index entries in one transaction."""
+        """Record a sealed part and its user-index entries in one transaction. Raises
+        AlreadyExists (and changes nothing) if (project, hour, seq) is already recorded."""
         ...
 
     async def parts(self, project_id: int, start_hour: int, end_hour: int) -> list[Part]:
         """Sealed parts with start_hour <= hour <= end_hour, ordered by (hour, seq)."""
         ...
 
-    async def next_seq(self, project_id: int, hour: int) -> int:
-        """The next free part number for (project, hour)."""
+    async def allocate_part_seq(self, project_id: int, hour: int) -> int:
+        """A part number for (project, hour) never handed out before, above every recorded one."""
         ...
 
     async def sealed_watermarks(self) -> dict[tuple[int, int], int]:
@@ -133,35 +129,12 @@ class Catalog(Protocol):
 
 class UserIndex(Protocol):
     async def amplitude_ids_for_user(self, project_id: int, user_id: str) -> list[int]:
-        """Every amplitude_id seen with this user_id in sealed parts of the project."""
+        """Every amplitude_id seen with this user_id in sealed parts or identity state."""
         ...
 
     async def user_blocks(self, project_id: int, amplitude_ids: Sequence[int]) -> list[UserBlocks]:
         """Where these users' events are, part by part."""
         ...
-
-
-@dataclass(slots=True)
-class StateSnapshot:
-    """Identity state loaded for one batch of events (see swell.identity)."""
-
-    users: dict[str, int] = field(default_factory=dict)
-    devices: dict[str, tuple[int, bool]] = field(default_factory=dict)
-    props: dict[int, dict[str, Any]] = field(default_factory=dict)
-    groups: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class StateChanges:
-    """Identity changes to persist, per project, with the log position they reflect."""
-
-    users: list[tuple[int, str, int]] = field(default_factory=list)
-    devices: list[tuple[int, str, int, bool]] = field(default_factory=list)
-    props: list[tuple[int, int, bytes]] = field(default_factory=list)
-    groups: list[tuple[int, str, str, bytes]] = field(default_factory=list)
-    dedup: list[tuple[int, int, int]] = field(default_factory=list)
-    next_amplitude_id: int = 0
-    lsn: int = 0
 
 
 class IdentityStore(Protocol):
@@ -177,11 +150,17 @@ class IdentityStore(Protocol):
         ...
 
     async def save_state(self, changes: StateChanges) -> None:
-        """Persist identity changes and the log position they reflect, atomically."""
+        """Persist identity changes and the log position they reflect, atomically. The stored
+        position and amplitude_id floor never move backwards."""
         ...
 
     async def state_position(self) -> tuple[int, int]:
         """(log sequence number reflected by the stored state, next amplitude_id to assign)."""
+        ...
+
+    async def allocate_amplitude_ids(self, count: int, floor: int) -> int:
+        """Reserve ``count`` consecutive amplitude_ids, none handed out before and all at least
+        ``floor``; returns the first."""
         ...
 
     async def load_dedup(self, since_ms: int) -> list[tuple[int, int, int]]:
@@ -195,54 +174,34 @@ class IdentityStore(Protocol):
         ...
 
 
-# -- DSAR requests and jobs --
-
-
-@dataclass(frozen=True, slots=True)
-class DsarRequest:
-    """One DSAR request as stored. Times are UTC; dates are ``YYYY-MM-DD`` strings."""
-
-    id: int
-    org_id: int
-    user_id: str | None
-    amplitude_id: int | None
-    start_date: str
-    end_date: str
-    #: staging (not started), submitted (running), done (outputs published) or failed.
-    status: str
-    fail_reason: str | None
-    #: How many output files were published (meaningful once done).
-    outputs: int
-    #: The highest number of output files any attempt may have written (cleanup bound).
-    slots: int
-    created_at: datetime
-    expires_at: datetime | None
-    #: True once housekeeping deleted the expired outputs.
-    purged: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A claimed unit of background work; ``ref`` points at the row it works on."""
-
-    id: int
-    kind: str
-    ref: int
-    #: Attempts so far, including the one this claim starts.
-    attempts: int
+class BudgetStore(Protocol):
+    async def charge_budget(
+        self, key: str, cost: int, budget: int, window_seconds: float, now: datetime
+    ) -> Charge:
+        """Spend ``cost`` of ``key``'s rolling-window budget if it fits, atomically: concurrent
+        charges never overspend, and a refused charge spends nothing."""
+        ...
 
 
 class JobQueue(Protocol):
-    async def claim_job(self, worker: str, now: datetime) -> Job | None:
-        """Mark the oldest queued job that is due as running and return it (atomic claim)."""
+    async def claim_job(self, worker: str, now: datetime, lease_until: datetime) -> Job | None:
+        """Atomically take the oldest job that is queued and due, or running with a lease that
+        expired at or before ``now``; it is leased to ``worker`` until ``lease_until``."""
+        ...
+
+    async def extend_lease(self, job_id: int, worker: str, lease_until: datetime) -> bool:
+        """Keep a running job leased; False if ``worker`` no longer holds it."""
         ...
 
     async def requeue_running_jobs(self) -> int:
         """Put every running job back in the queue (their worker died); returns how many."""
         ...
 
-    async def retry_job(self, job_id: int, error: str, run_after: datetime) -> None:
-        """Give a failed attempt back to the queue, due at ``run_after``."""
+    async def retry_job(
+        self, job_id: int, error: str, run_after: datetime, *, count_attempt: bool = True
+    ) -> None:
+        """Give a failed attempt back to the queue, due at ``run_after``. With
+        ``count_attempt=False`` the attempt is not counted (the failure was not the job's)."""
         ...
 
     async def complete_job(self, job_id: int) -> None:
@@ -290,7 +249,43 @@ class DsarStore(JobQueue, Protocol):
     async def mark_dsar_purged(self, request_id: int) -> None: ...
 
 
-class Metadata(KeyStore, Catalog, UserIndex, IdentityStore, DsarStore, Protocol):
+class Metadata(KeyStore, Catalog, UserIndex, IdentityStore, BudgetStore, DsarStore, Protocol):
     """Everything a metadata backend implements. Callers ask for the narrowest protocol."""
+
+    async def aclose(self) -> None: ...
+
+
+class EventLog(Protocol):
+    """The durable log acknowledged events live in until sealed parts and saved state cover them."""
+
+    def open(self, min_next_lsn: int = 1) -> Iterator[Frame]:
+        """Recover the log and yield every intact frame in lsn order; exhaust it before appending.
+        Numbering continues from the last frame, or from ``min_next_lsn`` if that is higher."""
+        ...
+
+    @property
+    def last_lsn(self) -> int:
+        """The lsn of the most recently appended frame (durable or not)."""
+        ...
+
+    def append(self, kind: int, project_id: int, hour: int, body: bytes) -> int:
+        """Buffer one frame and return its lsn; ``sync(lsn)`` before acknowledging it. Raises
+        LogFailed once the log has failed."""
+        ...
+
+    async def sync(self, lsn: int | None = None) -> None:
+        """Wait until every frame up to ``lsn`` (default: all appended) is durable. Raises
+        LogFailed."""
+        ...
+
+    def release(self, upto: int) -> int:
+        """Forget frames with lsn <= ``upto`` (whole segments at a time); returns how many units
+        went."""
+        ...
+
+    @property
+    def failed(self) -> BaseException | None:
+        """Why the log refuses work, or None while it is healthy."""
+        ...
 
     async def aclose(self) -> None: ...

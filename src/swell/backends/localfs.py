@@ -5,12 +5,14 @@ the key's directory, so an object appears whole or not at all, and survives powe
 returns. A put cut short (a crash, a full disk) leaves at most a file in ``.staging``, which is
 emptied when the store is opened: the data directory's lock makes the opener its only writer.
 Deleting a key's last file removes its (now empty) directory, so expired DSAR outputs leave
-nothing behind.
+nothing behind; directories a crash left empty under ``dsar/`` are removed when the store opens.
+Every OSError becomes BlobStoreUnavailable (BlobNotFound for a missing key).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import threading
@@ -18,11 +20,14 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from swell.backends.base import BlobInfo, BlobStore
-from swell.errors import BadRequest, BlobNotFound, StorageError
+from swell.backends.blobkeys import check_key
+from swell.errors import BlobNotFound, BlobStoreUnavailable, InvalidBlobKey
+from swell.model import BlobInfo
+
+if TYPE_CHECKING:
+    from swell.backends.base import BlobStore
 
 _puts = itertools.count()
-_BAD_SEGMENTS = frozenset({"", ".", ".."})
 #: Where puts write before renaming into place; no key may start with it.
 STAGING = ".staging"
 
@@ -31,24 +36,36 @@ class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._staging = root / STAGING
-        self._staging.mkdir(parents=True, exist_ok=True)
-        for leftover in self._staging.iterdir():  # puts that never finished
-            if not leftover.is_dir():
-                leftover.unlink(missing_ok=True)
         self._prefix = f"{os.fspath(root).rstrip('/')}/"
+        try:
+            self._staging.mkdir(parents=True, exist_ok=True)
+            for leftover in self._staging.iterdir():  # puts that never finished
+                if not leftover.is_dir():
+                    leftover.unlink(missing_ok=True)
+            self._prune_tree(root / "dsar")
+        except OSError as exc:
+            raise BlobStoreUnavailable(f"cannot open blob store {root}: {exc.strerror}") from exc
+
+    @classmethod
+    def from_url(cls, url: str) -> LocalBlobStore:
+        from swell.backends import url_path
+
+        return cls(url_path(url))
+
+    def _prune_tree(self, top: Path) -> None:
+        """Remove the empty directories under ``top`` (deepest first)."""
+        if not top.is_dir():
+            return
+        for directory, _, files in os.walk(top, topdown=False):
+            if not files:
+                with contextlib.suppress(OSError):  # not empty: a subdirectory stayed
+                    os.rmdir(directory)
 
     def _file(self, key: str) -> str:
         """The file holding ``key``. A plain string: an export resolves one per part and read, and
         building a Path costs more than the stat or open it is for."""
-        # Keys are made by swell (part names, DSAR outputs); refuse anything that could escape root.
-        segments = key.split("/")
-        if (
-            not key
-            or "\x00" in key
-            or not _BAD_SEGMENTS.isdisjoint(segments)
-            or segments[0] == STAGING
-        ):
-            raise BadRequest(f"invalid blob key {key!r}")
+        if check_key(key)[0] == STAGING:
+            raise InvalidBlobKey(f"invalid blob key {key!r}")
         return self._prefix + key
 
     def _path(self, key: str) -> Path:
@@ -82,8 +99,11 @@ class LocalBlobStore:
                         raise
             _fsync_dir(path.parent)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StorageError(f"could not write blob {path.name}: {exc.strerror}") from exc
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise BlobStoreUnavailable(
+                f"blob store unavailable: could not write {path.name}: {exc.strerror}"
+            ) from exc
 
     def _open(self, key: str) -> int:
         try:
@@ -91,7 +111,9 @@ class LocalBlobStore:
         except FileNotFoundError:
             raise BlobNotFound(f"blob {key!r} not found") from None
         except OSError as exc:
-            raise StorageError(f"could not open blob {key!r}: {exc.strerror}") from exc
+            raise BlobStoreUnavailable(
+                f"blob store unavailable: could not open {key!r}: {exc.strerror}"
+            ) from exc
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         fd = self._open(key)
@@ -99,6 +121,10 @@ class LocalBlobStore:
             size = os.fstat(fd).st_size
             stop = size if end is None else min(end, size)
             return os.pread(fd, max(0, stop - start), start) if stop > start else b""
+        except OSError as exc:
+            raise BlobStoreUnavailable(
+                f"blob store unavailable: could not read {key!r}: {exc.strerror}"
+            ) from exc
         finally:
             os.close(fd)
 
@@ -114,9 +140,13 @@ class LocalBlobStore:
             while offset < stop:
                 data = os.pread(fd, min(chunk, stop - offset), offset)
                 if not data:
-                    raise StorageError(f"blob {key!r} is shorter than expected")
+                    raise BlobStoreUnavailable(f"blob {key!r} is shorter than expected")
                 offset += len(data)
                 yield data
+        except OSError as exc:
+            raise BlobStoreUnavailable(
+                f"blob store unavailable: could not read {key!r}: {exc.strerror}"
+            ) from exc
         finally:
             os.close(fd)
 
@@ -129,6 +159,10 @@ class LocalBlobStore:
             return BlobInfo(key, os.stat(self._file(key)).st_size)
         except FileNotFoundError:
             raise BlobNotFound(f"blob {key!r} not found") from None
+        except OSError as exc:
+            raise BlobStoreUnavailable(
+                f"blob store unavailable: could not stat {key!r}: {exc.strerror}"
+            ) from exc
 
     async def delete(self, keys: Sequence[str]) -> None:
         parents: set[Path] = set()
@@ -139,7 +173,9 @@ class LocalBlobStore:
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                raise StorageError(f"could not delete blob {key!r}: {exc.strerror}") from exc
+                raise BlobStoreUnavailable(
+                    f"blob store unavailable: could not delete {key!r}: {exc.strerror}"
+                ) from exc
             parents.add(path.parent)
         for parent in sorted(parents, reverse=True):
             self._prune(parent)
@@ -167,7 +203,7 @@ class LocalBlobReader:
     async def read_into(self, offset: int, buffer: memoryview) -> None:
         """Fill ``buffer`` with the object's bytes from ``offset`` on.
 
-        Raises StorageError if the object ends before the buffer is full.
+        Raises BlobStoreUnavailable if the object ends before the buffer is full.
         """
         # On the event loop, as LocalBlobStore.stream reads: parts are page-cache friendly.
         done, size = 0, len(buffer)
@@ -175,10 +211,12 @@ class LocalBlobReader:
             while done < size:
                 got = os.preadv(self._fd, [buffer[done:] if done else buffer], offset + done)
                 if got <= 0:
-                    raise StorageError(f"blob {self.key!r} is shorter than expected")
+                    raise BlobStoreUnavailable(f"blob {self.key!r} is shorter than expected")
                 done += got
         except OSError as exc:
-            raise StorageError(f"could not read blob {self.key!r}: {exc.strerror}") from exc
+            raise BlobStoreUnavailable(
+                f"blob store unavailable: could not read {self.key!r}: {exc.strerror}"
+            ) from exc
 
     async def aclose(self) -> None:
         if self._fd >= 0:

@@ -3,6 +3,9 @@
 One connection, serialised by a lock and driven from worker threads, so the event loop never blocks
 on SQLite. The user index is split into one clustered table per month of part hours
 (``user_blocks_YYYYMM``): each B-tree stays bounded, so sealing keeps its speed as data grows.
+
+The schema is versioned: ``sql/sqlite/NNNN_*.sql`` run in order, each in its own transaction, and
+``PRAGMA user_version`` records the last one applied.
 """
 
 from __future__ import annotations
@@ -14,49 +17,30 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from swell import model
-from swell.backends import base
-from swell.backends.base import IndexEntry, Metadata, Principal, StateChanges, StateSnapshot
-from swell.errors import AlreadyExists, NotFound, StorageError
-from swell.model import Part, UserBlocks, hour_start
+from swell.errors import AlreadyExists, MetadataUnavailable, NotFound
+from swell.model import (
+    Charge,
+    DsarRequest,
+    IndexEntry,
+    Job,
+    Part,
+    Principal,
+    StateChanges,
+    StateSnapshot,
+    UserBlocks,
+    hour_start,
+)
+from swell.ratelimit import decide
+
+if TYPE_CHECKING:
+    from swell.backends.base import Metadata
 
 T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS orgs (
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
-CREATE TABLE IF NOT EXISTS projects (
-    id INTEGER PRIMARY KEY, org_id INTEGER NOT NULL REFERENCES orgs(id), name TEXT NOT NULL,
-    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
-CREATE TABLE IF NOT EXISTS api_keys (
-    api_key TEXT PRIMARY KEY, org_id INTEGER NOT NULL REFERENCES orgs(id),
-    project_id INTEGER REFERENCES projects(id), secret_hash TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS parts (
-    project_id INTEGER NOT NULL, hour INTEGER NOT NULL, seq INTEGER NOT NULL,
-    size INTEGER NOT NULL, crc32 INTEGER NOT NULL, events INTEGER NOT NULL,
-    min_time TEXT NOT NULL, max_time TEXT NOT NULL, max_lsn INTEGER NOT NULL, blocks BLOB NOT NULL,
-    PRIMARY KEY (project_id, hour, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS user_links (
-    project_id INTEGER NOT NULL, user_id TEXT NOT NULL, amplitude_id INTEGER NOT NULL,
-    PRIMARY KEY (project_id, user_id, amplitude_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS id_users (
-    project_id INTEGER NOT NULL, user_id TEXT NOT NULL, amplitude_id INTEGER NOT NULL,
-    PRIMARY KEY (project_id, user_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS id_devices (
-    project_id INTEGER NOT NULL, device_id TEXT NOT NULL, amplitude_id INTEGER NOT NULL,
-    anonymous INTEGER NOT NULL, PRIMARY KEY (project_id, device_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS user_props (
-    project_id INTEGER NOT NULL, amplitude_id INTEGER NOT NULL, props BLOB NOT NULL,
-    PRIMARY KEY (project_id, amplitude_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS group_props (
-    project_id INTEGER NOT NULL, group_type TEXT NOT NULL, group_value TEXT NOT NULL,
-    props BLOB NOT NULL, PRIMARY KEY (project_id, group_type, group_value)) WITHOUT ROWID;
-DROP TABLE IF EXISTS dedup;
-CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
 
 #: insert_ids seen, one append-only table per UTC day of first sight: writes never touch a growing
 #: random-key B-tree, and the 7-day window is pruned by dropping whole days. Read only at start-up,
@@ -74,24 +58,6 @@ CREATE TABLE IF NOT EXISTS {table} (
     PRIMARY KEY (project_id, amplitude_id, hour, seq)) WITHOUT ROWID
 """
 
-# -- DSAR requests and jobs --
-
-DSAR_SCHEMA = """
-CREATE TABLE IF NOT EXISTS dsar_requests (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, org_id INTEGER NOT NULL REFERENCES orgs(id),
-    user_id TEXT, amplitude_id INTEGER, start_date TEXT NOT NULL, end_date TEXT NOT NULL,
-    status TEXT NOT NULL, fail_reason TEXT, outputs INTEGER NOT NULL DEFAULT 0,
-    slots INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, expires_at TEXT,
-    purged INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS dsar_requests_expiry ON dsar_requests(expires_at)
-    WHERE status = 'done' AND purged = 0;
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, ref INTEGER NOT NULL,
-    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, run_after TEXT NOT NULL,
-    worker TEXT, claimed_at TEXT, last_error TEXT, created_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS jobs_queued ON jobs(status, run_after, id);
-"""
-
 DSAR_COLUMNS = (
     "id, org_id, user_id, amplitude_id, start_date, end_date, status, fail_reason, outputs, "
     "slots, created_at, expires_at, purged"
@@ -99,6 +65,18 @@ DSAR_COLUMNS = (
 
 FIRST_AMPLITUDE_ID = 100_000_000_000
 IN_CHUNK = 500
+
+
+def migrations() -> list[tuple[int, str]]:
+    """(version, SQL) of every schema migration, in order."""
+    folder = resources.files("swell.backends") / "sql" / "sqlite"
+    found = sorted(
+        (int(item.name.split("_", 1)[0]), item.read_text())
+        for item in folder.iterdir()
+        if item.name.endswith(".sql")
+    )
+    assert [v for v, _ in found] == list(range(1, len(found) + 1)), "migrations must be 1..n"
+    return found
 
 
 def _dedup_table(day: int) -> str:
@@ -132,16 +110,15 @@ def _unpack(blob: bytes) -> tuple[int, ...]:
 class SQLiteMetadata:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA cache_size=-262144")
-            self._db.executescript(SCHEMA)
-            self._db.executescript(DSAR_SCHEMA)
+            self._migrate()
             self._month_tables = {
                 row[0]
                 for row in self._db.execute(
@@ -155,8 +132,25 @@ class SQLiteMetadata:
                     "SELECT name FROM sqlite_master WHERE type='table' AND name GLOB 'dedup_[0-9]*'"
                 )
             }
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open metadata database {path}: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:
+            raise MetadataUnavailable(f"cannot open metadata database {path}: {exc}") from exc
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteMetadata:
+        from swell.backends import url_path
+
+        return cls(url_path(url))
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        for number, sql in migrations():
+            if number > version:
+                self._db.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -183,13 +177,13 @@ class SQLiteMetadata:
         except sqlite3.IntegrityError as exc:
             raise AlreadyExists(f"metadata conflict: {exc}") from exc
         except sqlite3.Error as exc:
-            raise StorageError(f"metadata database error: {exc}") from exc
+            raise MetadataUnavailable(f"metadata store unavailable: {exc}") from exc
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.to_thread(fn)
 
     async def aclose(self) -> None:
-        with self._lock:
+        with self._lock, self._wrap():
             self._db.close()
 
     # -- keys ----------------------------------------------------------------------------------
@@ -333,14 +327,24 @@ class SQLiteMetadata:
 
         return await self._run(run)
 
-    async def next_seq(self, project_id: int, hour: int) -> int:
+    async def allocate_part_seq(self, project_id: int, hour: int) -> int:
         def run() -> int:
-            with self._read() as db:
-                row = db.execute(
-                    "SELECT MAX(seq) FROM parts WHERE project_id = ? AND hour = ?",
+            with self._tx() as db:
+                stored = db.execute(
+                    "SELECT next FROM part_seqs WHERE project_id = ? AND hour = ?",
                     (project_id, hour),
                 ).fetchone()
-            return 0 if row[0] is None else int(row[0]) + 1
+                top = db.execute(
+                    "SELECT MAX(seq) FROM parts WHERE project_id = ? AND hour = ?",
+                    (project_id, hour),
+                ).fetchone()[0]
+                seq = max(0 if stored is None else stored[0], 0 if top is None else top + 1)
+                db.execute(
+                    "INSERT INTO part_seqs VALUES (?, ?, ?) "
+                    "ON CONFLICT(project_id, hour) DO UPDATE SET next = excluded.next",
+                    (project_id, hour, seq + 1),
+                )
+                return int(seq)
 
         return await self._run(run)
 
@@ -485,6 +489,43 @@ class SQLiteMetadata:
 
         return await self._run(run)
 
+    async def allocate_amplitude_ids(self, count: int, floor: int) -> int:
+        def run() -> int:
+            with self._tx() as db:
+                row = db.execute("SELECT value FROM kv WHERE name = 'next_amplitude_id'").fetchone()
+                first = max(FIRST_AMPLITUDE_ID if row is None else int(row[0]), floor)
+                db.execute(
+                    "INSERT INTO kv VALUES ('next_amplitude_id', ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    (first + count,),
+                )
+                return first
+
+        return await self._run(run)
+
+    # -- budgets ----------------------------------------------------------------------------------
+
+    async def charge_budget(
+        self, key: str, cost: int, budget: int, window_seconds: float, now: datetime
+    ) -> Charge:
+        at = now.timestamp()
+
+        def run() -> Charge:
+            with self._tx() as db:
+                db.execute(
+                    "DELETE FROM budget_charges WHERE key = ? AND at <= ?",
+                    (key, at - window_seconds),
+                )
+                charges = db.execute(
+                    "SELECT at, cost FROM budget_charges WHERE key = ? ORDER BY at", (key,)
+                ).fetchall()
+                charge = decide(charges, cost, budget, window_seconds, at)
+                if charge.allowed and cost:
+                    db.execute("INSERT INTO budget_charges VALUES (?, ?, ?)", (key, at, cost))
+                return charge
+
+        return await self._run(run)
+
     async def load_dedup(self, since_ms: int) -> list[tuple[int, int, int]]:
         def run() -> list[tuple[int, int, int]]:
             rows: list[tuple[int, int, int]] = []
@@ -518,8 +559,8 @@ class SQLiteMetadata:
     # -- DSAR requests and jobs ---------------------------------------------------------------
 
     @staticmethod
-    def _dsar(row: Sequence[Any]) -> base.DsarRequest:
-        return base.DsarRequest(
+    def _dsar(row: Sequence[Any]) -> DsarRequest:
+        return DsarRequest(
             id=row[0],
             org_id=row[1],
             user_id=row[2],
@@ -543,10 +584,10 @@ class SQLiteMetadata:
         start_date: str,
         end_date: str,
         now: datetime,
-    ) -> base.DsarRequest:
+    ) -> DsarRequest:
         created = model.format_ts(now)
 
-        def run() -> base.DsarRequest:
+        def run() -> DsarRequest:
             with self._tx() as db:
                 row = db.execute(
                     "INSERT INTO dsar_requests(org_id, user_id, amplitude_id, start_date, "  # noqa: S608
@@ -563,8 +604,8 @@ class SQLiteMetadata:
 
         return await self._run(run)
 
-    async def get_dsar(self, request_id: int) -> base.DsarRequest | None:
-        def run() -> base.DsarRequest | None:
+    async def get_dsar(self, request_id: int) -> DsarRequest | None:
+        def run() -> DsarRequest | None:
             with self._read() as db:
                 row = db.execute(
                     f"SELECT {DSAR_COLUMNS} FROM dsar_requests WHERE id = ?",  # noqa: S608
@@ -624,8 +665,8 @@ class SQLiteMetadata:
 
         await self._run(run)
 
-    async def expired_dsars(self, now: datetime, limit: int = 100) -> list[base.DsarRequest]:
-        def run() -> list[base.DsarRequest]:
+    async def expired_dsars(self, now: datetime, limit: int = 100) -> list[DsarRequest]:
+        def run() -> list[DsarRequest]:
             with self._read() as db:
                 rows = db.execute(
                     f"SELECT {DSAR_COLUMNS} FROM dsar_requests "  # noqa: S608
@@ -644,19 +685,37 @@ class SQLiteMetadata:
 
         await self._run(run)
 
-    async def claim_job(self, worker: str, now: datetime) -> base.Job | None:
-        stamp = model.format_ts(now)
+    async def claim_job(self, worker: str, now: datetime, lease_until: datetime) -> Job | None:
+        stamp, lease = model.format_ts(now), model.format_ts(lease_until)
 
-        def run() -> base.Job | None:
+        def run() -> Job | None:
             with self._tx() as db:
                 row = db.execute(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = ?, "
-                    "claimed_at = ? WHERE id = (SELECT id FROM jobs WHERE status = 'queued' "
-                    "AND run_after <= ? ORDER BY run_after, id LIMIT 1) "
+                    "claimed_at = ?, lease_until = ? WHERE id = (SELECT id FROM jobs "
+                    "WHERE (status = 'queued' AND run_after <= ?) "
+                    "OR (status = 'running' AND lease_until <= ?) "
+                    "ORDER BY run_after, id LIMIT 1) "
                     "RETURNING id, kind, ref, attempts",
-                    (worker, stamp, stamp),
+                    (worker, stamp, lease, stamp, stamp),
                 ).fetchone()
-            return None if row is None else base.Job(row[0], row[1], row[2], row[3])
+            return None if row is None else Job(row[0], row[1], row[2], row[3])
+
+        return await self._run(run)
+
+    async def extend_lease(self, job_id: int, worker: str, lease_until: datetime) -> bool:
+        lease = model.format_ts(lease_until)
+
+        def run() -> bool:
+            with self._tx() as db:
+                return (
+                    db.execute(
+                        "UPDATE jobs SET lease_until = ? "
+                        "WHERE id = ? AND worker = ? AND status = 'running'",
+                        (lease, job_id, worker),
+                    ).rowcount
+                    == 1
+                )
 
         return await self._run(run)
 
@@ -664,18 +723,21 @@ class SQLiteMetadata:
         def run() -> int:
             with self._tx() as db:
                 return db.execute(
-                    "UPDATE jobs SET status = 'queued', worker = NULL WHERE status = 'running'"
+                    "UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL "
+                    "WHERE status = 'running'"
                 ).rowcount
 
         return await self._run(run)
 
-    async def retry_job(self, job_id: int, error: str, run_after: datetime) -> None:
+    async def retry_job(
+        self, job_id: int, error: str, run_after: datetime, *, count_attempt: bool = True
+    ) -> None:
         def run() -> None:
             with self._tx() as db:
                 db.execute(
-                    "UPDATE jobs SET status = 'queued', worker = NULL, last_error = ?, "
-                    "run_after = ? WHERE id = ?",
-                    (error[:2000], model.format_ts(run_after), job_id),
+                    "UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL, "
+                    "last_error = ?, run_after = ?, attempts = attempts - ? WHERE id = ?",
+                    (error[:2000], model.format_ts(run_after), 0 if count_attempt else 1, job_id),
                 )
 
         await self._run(run)
