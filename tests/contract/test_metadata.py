@@ -1,0 +1,235 @@
+"""The metadata store contract: what every metadata backend does, run against each one.
+
+The job queue's and the budget's contracts run over the same backends in
+tests/unit/test_dsar_worker.py and tests/unit/test_ratelimit.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from swell.backends.base import Metadata
+from swell.errors import AlreadyExists, NotFound
+from swell.model import IndexEntry, Part, StateChanges
+from tests.contract.conftest import Opener
+
+T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
+
+
+def part(project_id: int, hour: int, seq: int, *, max_lsn: int = 0, crc: int = 1) -> Part:
+    return Part(
+        project_id=project_id,
+        hour=hour,
+        seq=seq,
+        size=300,
+        crc32=crc,
+        events=3,
+        min_time="2024-03-01 12:00:00.000000",
+        max_time="2024-03-01 12:59:00.000000",
+        max_lsn=max_lsn,
+        block_offsets=(0, 100, 200),
+    )
+
+
+async def project(meta: Metadata) -> int:
+    org = await meta.create_org("acme", "org-key", "org-hash")
+    return await meta.create_project("web", org, "project-key", "project-hash")
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+async def test_keys_find_their_org_or_project(meta: Metadata) -> None:
+    org = await meta.create_org("acme", "ok", "oh")
+    web = await meta.create_project("web", org, "pk", "ph")
+    found_org, found_project = await meta.find_key("ok"), await meta.find_key("pk")
+    assert found_org is not None
+    assert found_project is not None
+    assert (found_org.org_id, found_org.project_id, found_org.secret_hash) == (org, None, "oh")
+    assert (found_project.org_id, found_project.project_id) == (org, web)
+    assert await meta.find_key("nope") is None
+    assert await meta.all_orgs() == [org]
+    assert await meta.org_projects(org) == [web]
+
+
+async def test_a_project_needs_its_org(meta: Metadata) -> None:
+    with pytest.raises(NotFound):
+        await meta.create_project("web", 999, "pk", "ph")
+
+
+async def test_rotating_replaces_every_key_of_that_owner_only(meta: Metadata) -> None:
+    org = await meta.create_org("acme", "ok", "oh")
+    web = await meta.create_project("web", org, "pk", "ph")
+    await meta.rotate_key(org, web, "pk2", "ph2")
+    assert await meta.find_key("pk") is None
+    rotated = await meta.find_key("pk2")
+    assert rotated is not None
+    assert rotated.project_id == web
+    assert await meta.find_key("ok") is not None  # the org's key is untouched
+    await meta.rotate_key(org, None, "ok2", "oh2")
+    assert await meta.find_key("ok") is None
+    assert await meta.find_key("pk2") is not None
+
+
+# -- catalog and user index --------------------------------------------------------------------
+
+
+async def test_parts_come_back_in_hour_and_seq_order_within_the_range(meta: Metadata) -> None:
+    p = await project(meta)
+    for hour, seq in [(10, 1), (9, 0), (10, 0), (12, 0)]:
+        await meta.add_part(part(p, hour, seq), [])
+    assert [(x.hour, x.seq) for x in await meta.parts(p, 9, 11)] == [(9, 0), (10, 0), (10, 1)]
+    assert await meta.parts(p + 1, 0, 99) == []
+    stored = (await meta.parts(p, 12, 12))[0]
+    assert stored == part(p, 12, 0)  # every field round-trips
+
+
+async def test_add_part_is_all_or_nothing(meta: Metadata) -> None:
+    p = await project(meta)
+    entries = [IndexEntry(5, "alice", (0, 2), 2)]
+    await meta.add_part(part(p, 10, 0), entries)
+    with pytest.raises(AlreadyExists):
+        await meta.add_part(part(p, 10, 0, crc=2), [IndexEntry(6, "bob", (1,), 1)])
+    assert [x.crc32 for x in await meta.parts(p, 10, 10)] == [1]
+    assert await meta.user_blocks(p, [6]) == []  # the refused part's index rows are not there
+    assert await meta.amplitude_ids_for_user(p, "bob") == []
+    located = await meta.user_blocks(p, [5])
+    assert [(u.amplitude_id, u.part.seq, u.blocks, u.events) for u in located] == [
+        (5, 0, (0, 2), 2)
+    ]
+
+
+async def test_part_numbers_are_never_handed_out_twice(meta_opener: Opener) -> None:
+    meta = meta_opener.metadata()
+    p = await project(meta)
+    await meta.add_part(part(p, 10, 4), [])  # recorded before any allocation
+    seqs = await asyncio.gather(*(meta.allocate_part_seq(p, 10) for _ in range(5)))
+    assert sorted(seqs) == [5, 6, 7, 8, 9]
+    assert await meta.allocate_part_seq(p, 11) == 0  # per (project, hour)
+    await meta.aclose()
+    reopened = meta_opener.metadata()
+    try:
+        assert await reopened.allocate_part_seq(p, 10) == 10  # an unused number stays used
+    finally:
+        await reopened.aclose()
+
+
+async def test_watermarks_are_the_highest_sealed_lsn_per_hour(meta: Metadata) -> None:
+    p = await project(meta)
+    await meta.add_part(part(p, 10, 0, max_lsn=7), [])
+    await meta.add_part(part(p, 10, 1, max_lsn=3), [])
+    await meta.add_part(part(p, 11, 0, max_lsn=9), [])
+    assert await meta.sealed_watermarks() == {(p, 10): 7, (p, 11): 9}
+
+
+async def test_user_index_links_user_ids_to_every_amplitude_id(meta: Metadata) -> None:
+    p = await project(meta)
+    await meta.add_part(
+        part(p, 10, 0), [IndexEntry(5, "alice", (0,), 1), IndexEntry(6, None, (1,), 1)]
+    )
+    await meta.add_part(part(p, 11, 0), [IndexEntry(7, "alice", (2,), 4)])
+    await meta.save_state(StateChanges(users=[(p, "alice", 8)], lsn=1))
+    assert await meta.amplitude_ids_for_user(p, "alice") == [5, 7, 8]
+    located = await meta.user_blocks(p, [7, 5, 5])
+    assert sorted((u.amplitude_id, u.part.hour) for u in located) == [(5, 10), (7, 11)]
+
+
+# -- identity state ----------------------------------------------------------------------------
+
+
+async def test_state_round_trips_and_its_position_only_moves_forward(meta_opener: Opener) -> None:
+    meta = meta_opener.metadata()
+    p = await project(meta)
+    props = orjson.dumps({"plan": "pro"})
+    await meta.save_state(
+        StateChanges(
+            users=[(p, "alice", 101)],
+            devices=[(p, "d1", 101, False)],
+            props=[(p, 101, props)],
+            groups=[(p, "org", "acme", orjson.dumps({"seats": 5}))],
+            lsn=20,
+            next_amplitude_id=150,
+        )
+    )
+    await meta.save_state(StateChanges(lsn=10, next_amplitude_id=120))  # an older position
+    await meta.aclose()
+    meta = meta_opener.metadata()
+    try:
+        lsn, next_id = await meta.state_position()
+        assert (lsn, next_id >= 150) == (20, True)
+        snap = await meta.load_state(p, ["alice", "bob"], ["d1"], [], [("org", "acme")])
+        assert snap.users == {"alice": 101}
+        assert snap.devices == {"d1": (101, False)}
+        assert snap.props == {101: {"plan": "pro"}}
+        assert snap.groups == {("org", "acme"): {"seats": 5}}
+        other = await meta.load_state(p + 1, ["alice"], [], [101], [])
+        assert (other.users, other.props) == ({}, {})
+    finally:
+        await meta.aclose()
+
+
+async def test_amplitude_id_blocks_are_disjoint_and_above_every_floor(meta: Metadata) -> None:
+    blocks = await asyncio.gather(*(meta.allocate_amplitude_ids(100, 0) for _ in range(4)))
+    ranges = sorted((first, first + 100) for first in blocks)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(ranges))
+    top = ranges[-1][1]
+    assert await meta.allocate_amplitude_ids(10, top + 1000) >= top + 1000
+    await meta.save_state(StateChanges(next_amplitude_id=10**13, lsn=1))  # an imported id
+    assert await meta.allocate_amplitude_ids(1, 0) >= 10**13
+    _, next_id = await meta.state_position()
+    assert next_id >= 10**13 + 1
+
+
+async def test_the_dedup_window_is_kept_by_day_and_pruned_by_day(meta: Metadata) -> None:
+    day = 86_400_000
+    rows = [(1, 11, 3 * day + 5), (1, 12, 4 * day + 5), (2, 13, 4 * day + 9)]
+    await meta.save_state(StateChanges(dedup=rows, lsn=1))
+    assert sorted(await meta.load_dedup(4 * day)) == rows[1:]
+    assert await meta.prune_dedup(4 * day) == 1  # day 3 went whole
+    assert sorted(await meta.load_dedup(0)) == rows[1:]
+
+
+# -- DSAR requests -------------------------------------------------------------------------------
+
+
+async def test_a_dsar_request_moves_through_its_states(meta: Metadata) -> None:
+    org = await meta.create_org("acme", "ok", "oh")
+    created = await meta.create_dsar(org, "alice", None, "2024-01-01", "2024-01-31", T0)
+    assert (created.status, created.outputs, created.expires_at) == ("staging", 0, None)
+    assert await meta.get_dsar(created.id + 100) is None
+    job = await meta.claim_job("w", T0, T0 + timedelta(minutes=1))
+    assert job is not None
+    assert job.ref == created.id
+    await meta.start_dsar(created.id)
+    await meta.reserve_dsar_outputs(created.id, 3)
+    await meta.finish_dsar(job.id, created.id, 2, T0 + timedelta(days=2))
+    done = await meta.get_dsar(created.id)
+    assert done is not None
+    assert (done.status, done.outputs, done.slots) == ("done", 2, 3)
+    assert done.expires_at == T0 + timedelta(days=2)
+    assert await meta.expired_dsars(T0 + timedelta(days=1)) == []
+    assert [r.id for r in await meta.expired_dsars(T0 + timedelta(days=2))] == [created.id]
+    await meta.mark_dsar_purged(created.id)
+    assert await meta.expired_dsars(T0 + timedelta(days=3)) == []
+    await meta.start_dsar(created.id)  # a finished request is left alone
+    again = await meta.get_dsar(created.id)
+    assert again is not None
+    assert again.status == "done"
+    assert again.purged
+
+
+async def test_a_failed_dsar_keeps_its_reason_and_no_outputs(meta: Metadata) -> None:
+    org = await meta.create_org("acme", "ok", "oh")
+    created = await meta.create_dsar(org, None, 42, "2024-01-01", "2024-01-31", T0)
+    job = await meta.claim_job("w", T0, T0 + timedelta(minutes=1))
+    assert job is not None
+    await meta.fail_dsar(job.id, created.id, "too many events")
+    failed = await meta.get_dsar(created.id)
+    assert failed is not None
+    assert (failed.status, failed.fail_reason, failed.outputs) == ("failed", "too many events", 0)
+    assert await meta.claim_job("w", T0 + timedelta(days=1), T0 + timedelta(days=2)) is None
