@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ./var
 CODE   := src tests $(wildcard bench)
 
-.PHONY: run test lint bench install clean
+.PHONY: run test test-fast lint bench fault-trials install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ test: $(STAMP)
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The same checks, without the tests marked slow (live servers, tmpfs, large data).
+test-fast: $(STAMP)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/mypy
+	$(BIN)/pytest -m "not slow"
+
+# Many more fault-injection trials than the suite runs; prints what they injected and lost.
+fault-trials: $(STAMP)
+	$(BIN)/python -m tests.faults.trials --examples $(or $(EXAMPLES),1000)
 
 lint: $(STAMP)
 	$(BIN)/ruff format $(CODE)

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence, Set
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,9 +63,14 @@ class Store:
     # -- life cycle ------------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, settings: Settings) -> Store:
-        """Lock the data directory, open the backends and recover the log."""
+    async def open(
+        cls, settings: Settings, *, wrap: Callable[[Backends], Backends] | None = None
+    ) -> Store:
+        """Lock the data directory, open the backends and recover the log. ``wrap`` may replace
+        the backends before use (the fault-injection tests wrap them)."""
         backends = await open_backends(settings)
+        if wrap is not None:
+            backends = wrap(backends)
         try:
             store = cls(settings, backends)
             await store._recover()
@@ -161,12 +166,7 @@ class Store:
 
     async def _background_step(self) -> None:
         """One round of background work; each piece fails on its own (and is logged)."""
-        steps = (
-            self._retry_seals,
-            lambda: self.seal_ended_hours(hour_of(datetime.now(UTC))),
-            lambda: self.checkpoint(),
-            self._prune_dedup,
-        )
+        steps = (self._retry_seals, self._seal_ended_hours, self.checkpoint, self._prune_dedup)
         for step in steps:
             try:
                 await step()
@@ -180,6 +180,11 @@ class Store:
             await self.sealer.retry_due()
         finally:
             self._release_log()
+
+    async def _seal_ended_hours(self) -> None:
+        # While seals fail, only the backoff retries them: ended hours wait until it succeeds.
+        if not self.sealer.failing:
+            await self.seal_ended_hours(hour_of(datetime.now(UTC)))
 
     async def _prune_dedup(self) -> None:
         cutoff = _dedup_cutoff()
@@ -212,16 +217,19 @@ class Store:
         }
         return checks
 
-    def raise_if_unavailable(self) -> None:
+    async def ensure_available(self) -> None:
         """Raise what keeps the store from serving reads of its own writes right now: a failed
-        log, failing seals, or a failing metadata store."""
+        log, or seals or identity saves that still fail when tried again now."""
         failed = self.log.failed
         if failed is not None:
             raise LogFailed(f"the durable log failed: {failed}")
-        seal = self.sealer.failure
-        for error in (None if seal is None else seal.error, self.checkpoint_error):
-            if error is not None:
-                raise type(error)(error.message)
+        if self.sealer.failing:
+            try:
+                await self.sealer.seal(lambda part: True, include_open=False)
+            finally:
+                self._release_log()
+        if self.checkpoint_error is not None:
+            await self.checkpoint(force=True)
 
     def _backlog_full(self, unsealed: int | None = None) -> bool:
         """Whether ingestion must wait: seals fail and too much is held unsealed meanwhile."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -13,15 +13,21 @@ from starlette.middleware.cors import CORSMiddleware
 from swell.api import dsar, export, health, ingest, openapi, render
 from swell.api.state import AppState
 from swell.auth import Authenticator
+from swell.backends import Backends
 from swell.errors import SwellError
 from swell.settings import Settings
 from swell.store import Store
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(
+    settings: Settings, *, wrap_backends: Callable[[Backends], Backends] | None = None
+) -> Starlette:
+    """The ASGI app; ``wrap_backends`` may replace the backends the store opens (for tests that
+    make them fail)."""
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = await Store.open(settings)
+        store = await Store.open(settings, wrap=wrap_backends)
         app.state.swell = AppState(settings, store, Authenticator(store.meta))
         store.start_background()
         dsar.start(app, store)

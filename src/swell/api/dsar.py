@@ -155,7 +155,7 @@ async def create_request(request: Request) -> Response:
     principal = await _authorize(request, POST_COST)
     params = parse_params(await _body(request))
     # A job could not finish while storage fails: say so now rather than accept it (503).
-    app_state(request).store.raise_if_unavailable()
+    await app_state(request).store.ensure_available()
     service = _service(request)
     created = await service.dsar.create(principal.org_id, params)
     service.worker.wake()
