@@ -585,6 +585,16 @@ def test_healthz(client: TestClient) -> None:
     assert resp.json()["status"] == "ok"
 
 
+def test_readyz_lists_every_check_and_passes_when_storage_works(client: TestClient) -> None:
+    resp = client.get("/readyz")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["status"] == "ready"
+    assert set(body["checks"]) == {"log", "seal", "metadata", "backlog"}
+    assert all(check["ok"] for check in body["checks"].values())
+    assert resp.headers["cache-control"] == "no-store"
+
+
 def restarted(client: TestClient) -> TestClient:
     """Close the app (sealing everything) and open a new one on the same data directory."""
     settings = client.app.state.swell.settings  # type: ignore[attr-defined]
