@@ -73,6 +73,9 @@ DICT_KEYS: frozenset[str] = frozenset(
 )
 
 TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+DAY_MS = 86_400_000
+#: The first amplitude_id a metadata store hands out (Amplitude's ids are this large too).
+FIRST_AMPLITUDE_ID = 100_000_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

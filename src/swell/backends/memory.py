@@ -26,6 +26,8 @@ from swell.errors import (
     NotFound,
 )
 from swell.model import (
+    DAY_MS,
+    FIRST_AMPLITUDE_ID,
     BlobInfo,
     Charge,
     DsarRequest,
@@ -41,9 +43,6 @@ from swell.ratelimit import decide
 
 if TYPE_CHECKING:
     from swell.backends.base import BlobStore, Metadata
-
-FIRST_AMPLITUDE_ID = 100_000_000_000
-DAY_MS = 86_400_000
 
 
 def _name(url: str) -> str:

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from swell import model
 from swell.errors import AlreadyExists, MetadataUnavailable, NotFound
 from swell.model import (
+    DAY_MS,
+    FIRST_AMPLITUDE_ID,
     Charge,
     DsarRequest,
     IndexEntry,
@@ -49,7 +51,6 @@ DEDUP_DAY = """
 CREATE TABLE IF NOT EXISTS {table} (
     project_id INTEGER NOT NULL, key INTEGER NOT NULL, seen_ms INTEGER NOT NULL);
 """
-DAY_MS = 86_400_000
 
 USER_BLOCKS = """
 CREATE TABLE IF NOT EXISTS {table} (
@@ -63,7 +64,6 @@ DSAR_COLUMNS = (
     "slots, created_at, expires_at, purged"
 )
 
-FIRST_AMPLITUDE_ID = 100_000_000_000
 IN_CHUNK = 500
 
 
