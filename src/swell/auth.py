@@ -71,20 +71,23 @@ def parse_basic(header: str | None) -> tuple[str, str]:
 
 
 class Authenticator:
-    """Looks keys up and remembers each for KEY_CACHE_SECONDS, so a hot key costs one metadata
-    read per second, and a rotated key is refused within that second."""
+    """Checks keys. Ingestion (an api_key alone, on the hot path) uses keys remembered for
+    KEY_CACHE_SECONDS, so a hot key costs one metadata read per second and a rotated api_key is
+    refused within that second; Basic credentials (Export, DSAR) are checked against the metadata
+    store on every request, so a rotated pair is refused at once."""
 
     def __init__(self, keys: KeyStore, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._keys = keys
         self._clock = clock
         self._cache: dict[str, tuple[float, Principal]] = {}
 
-    async def principal(self, api_key: str) -> Principal | None:
+    async def principal(self, api_key: str, *, fresh: bool = False) -> Principal | None:
+        """Who owns ``api_key``; ``fresh`` skips the cache (a read of the metadata store)."""
         if not api_key or len(api_key) > MAX_KEY_LENGTH:
             return None
         now = self._clock()
         cached = self._cache.get(api_key)
-        if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
+        if not fresh and cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
             return cached[1]
         found = await self._keys.find_key(api_key)
         if found is None:  # unknown keys are not cached: they may be created later
@@ -107,7 +110,7 @@ class Authenticator:
         other kind (a project key is not an org key, and vice versa).
         """
         api_key, secret = parse_basic(header)
-        found = await self.principal(api_key)
+        found = await self.principal(api_key, fresh=True)
         expected = found.secret_hash if found is not None else hash_secret("\x00")
         ok = hmac.compare_digest(hash_secret(secret), expected)
         if found is None or not ok or (found.project_id is None) != org:

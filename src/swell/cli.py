@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import gc
 import json
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
 
 from swell import __version__
-from swell.auth import new_credentials
+from swell.auth import NewCredentials, new_credentials
 from swell.backends import metadata_url, open_metadata
 from swell.backends.base import Metadata
-from swell.errors import ConfigError, SwellError
+from swell.errors import ConfigError, Conflict, NotFound, SwellError
 from swell.settings import Settings
-from swell.store import Store
+from swell.store import Imported, Store
 
 T = TypeVar("T")
 
@@ -43,21 +46,35 @@ app.add_typer(project_app, name="project")
 DataDir = Annotated[
     Path | None,
     typer.Option(
-        "--data-dir", help="Data directory [env: SWELL_DATA_DIR; default ./var]", show_default=False
+        "--data-dir",
+        help="Data directory (env SWELL_DATA_DIR; default ./var)",
+        show_default=False,
     ),
 ]
+Host = Annotated[
+    str | None, typer.Option(help="Interface to listen on (env SWELL_HOST; default 127.0.0.1)")
+]
+Port = Annotated[int | None, typer.Option(help="Port to listen on (env SWELL_PORT; default 8080)")]
 
 
 def _settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
-    return Settings.from_env(data_dir=data_dir, **overrides)
+    """Settings from the environment and flags; a bad value exits 2 with one line."""
+    try:
+        return Settings.from_env(data_dir=data_dir, **overrides)
+    except ConfigError as exc:
+        _fail(exc.message)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"swell: {message}", err=True)
+    raise typer.Exit(2)
 
 
 def _run(coro: Awaitable[T]) -> T:
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except SwellError as exc:
-        typer.echo(f"swell: {exc.message}", err=True)
-        raise typer.Exit(2) from None
+        _fail(exc.message)
 
 
 async def _with_meta(settings: Settings, fn: Callable[[Metadata], Awaitable[T]]) -> T:
@@ -72,6 +89,24 @@ def _print_json(value: dict[str, Any]) -> None:
     typer.echo(json.dumps(value))
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print swell's version and exit."
+        ),
+    ] = False,
+) -> None:
+    """A self-hosted event store that speaks Amplitude's ingestion, Export and DSAR APIs."""
+
+
 @app.command()
 def version() -> None:
     """Print swell's version."""
@@ -79,18 +114,30 @@ def version() -> None:
 
 
 @app.command()
-def serve(
-    data_dir: DataDir = None,
-    host: Annotated[str | None, typer.Option(help="[env: SWELL_HOST; default 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="[env: SWELL_PORT; default 8080]")] = None,
-) -> None:
+def serve(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
     """Serve the ingestion, Export and DSAR APIs."""
-    try:
-        settings = _settings(data_dir, host=host, port=port)
-    except ConfigError as exc:
-        typer.echo(f"swell: {exc.message}", err=True)
-        raise typer.Exit(2) from None
+    settings = _settings(data_dir, host=host, port=port)
+    _check_can_serve(settings)
     _serve(settings)
+
+
+def _check_can_serve(settings: Settings) -> None:
+    """Exit 2 with one line if the data directory is in use or the port is taken."""
+    from swell.backends.datadir import DataDir as LockedDir
+
+    try:
+        LockedDir.lock(settings.data_dir).release()
+    except ConfigError as exc:
+        _fail(exc.message)
+    with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as exc:
+            _fail(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
+                "set SWELL_PORT or --port to use another port"
+            )
 
 
 #: Allocations between young-generation collections in every swell command (CPython's default:
@@ -137,6 +184,36 @@ def org_create(name: str, data_dir: DataDir = None) -> None:
     _print_json({"org_id": org_id, "api_key": creds.api_key, "secret_key": creds.secret_key})
 
 
+@org_app.command("list")
+def org_list(data_dir: DataDir = None) -> None:
+    """Print every org, one JSON object a line: {"org_id", "name", "created_at", "projects"}."""
+    orgs = _run(_with_meta(_settings(data_dir), lambda meta: meta.list_orgs()))
+    for org in orgs:
+        _print_json(
+            {
+                "org_id": org.id,
+                "name": org.name,
+                "created_at": org.created_at,
+                "projects": org.projects,
+            }
+        )
+
+
+@org_app.command("rotate-keys")
+def org_rotate_keys(org_id: int, data_dir: DataDir = None) -> None:
+    """Replace the org's key pair; prints the new {"org_id", "api_key", "secret_key"} once. The
+    old pair stops working at once (within a second on a running server)."""
+    creds = new_credentials()
+
+    async def run(meta: Metadata) -> None:
+        if org_id not in {org.id for org in await meta.list_orgs()}:
+            raise NotFound(f"org {org_id} does not exist")
+        await meta.rotate_key(org_id, None, creds.api_key, creds.secret_hash)
+
+    _run(_with_meta(_settings(data_dir), run))
+    _print_json({"org_id": org_id, "api_key": creds.api_key, "secret_key": creds.secret_key})
+
+
 @project_app.command("create")
 def project_create(
     name: str,
@@ -150,28 +227,145 @@ def project_create(
         return await meta.create_project(name, org, creds.api_key, creds.secret_hash)
 
     project_id = _run(_with_meta(_settings(data_dir), run))
+    _print_project_keys(project_id, org, creds)
+
+
+def _print_project_keys(project_id: int, org_id: int, creds: NewCredentials) -> None:
     _print_json(
         {
             "project_id": project_id,
-            "org_id": org,
+            "org_id": org_id,
             "api_key": creds.api_key,
             "secret_key": creds.secret_key,
         }
     )
 
 
-async def _import(settings: Settings, project: int, records: Iterator[tuple[bytes, Any]]) -> int:
+@project_app.command("list")
+def project_list(
+    org: Annotated[int | None, typer.Option("--org", help="Only this org's projects")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Print every project, one JSON object a line: {"project_id", "org_id", "name",
+    "created_at", "parts", "events"} (sealed parts and the events in them)."""
+    projects = _run(_with_meta(_settings(data_dir), lambda meta: meta.list_projects(org)))
+    for project in projects:
+        _print_json(
+            {
+                "project_id": project.id,
+                "org_id": project.org_id,
+                "name": project.name,
+                "created_at": project.created_at,
+                "parts": project.parts,
+                "events": project.events,
+            }
+        )
+
+
+@project_app.command("rotate-keys")
+def project_rotate_keys(project_id: int, data_dir: DataDir = None) -> None:
+    """Replace the project's key pair; prints the new {"project_id", "org_id", "api_key",
+    "secret_key"} once. The old pair stops working at once (ingestion with the old api_key within
+    a second on a running server)."""
+    creds = new_credentials()
+
+    async def run(meta: Metadata) -> int:
+        org_id = await _org_of(meta, project_id)
+        await meta.rotate_key(org_id, project_id, creds.api_key, creds.secret_hash)
+        return org_id
+
+    org_id = _run(_with_meta(_settings(data_dir), run))
+    _print_project_keys(project_id, org_id, creds)
+
+
+@project_app.command("delete")
+def project_delete(project_id: int, data_dir: DataDir = None) -> None:
+    """Delete a project that holds no events (sealed or waiting in the log); needs the data
+    directory to itself. Prints {"project_id", "deleted": true}."""
+
+    async def run() -> None:
+        store = await Store.open(_settings(data_dir))
+        try:
+            await _org_of(store.meta, project_id)
+            waiting = sum(p.events for p in store.sealer.unsealed() if p.project_id == project_id)
+            if waiting:
+                raise Conflict(
+                    f"project {project_id} holds {waiting} event(s) not sealed yet; "
+                    "only an empty project can be deleted"
+                )
+            await store.meta.delete_project(project_id)
+        finally:
+            await store.aclose()
+
+    _run(run())
+    _print_json({"project_id": project_id, "deleted": True})
+
+
+async def _org_of(meta: Metadata, project_id: int) -> int:
+    """The org of a project. Raises NotFound."""
+    for project in await meta.list_projects():
+        if project.id == project_id:
+            return project.org_id
+    raise NotFound(f"project {project_id} does not exist")
+
+
+async def _import(
+    settings: Settings, project: int, records: Iterator[tuple[bytes, Any]], total: int | None
+) -> Imported:
     store = await Store.open(settings)
     try:
-        if project not in await _all_projects(store.meta):
-            raise ConfigError(f"project {project} does not exist")
-        return await store.import_records(project, records)
+        await _org_of(store.meta, project)
+        with _progress("importing", total) as advance:
+            return await store.import_records(project, records, progress=advance)
     finally:
         await store.aclose()
 
 
-async def _all_projects(meta: Metadata) -> set[int]:
-    return {p for org in await meta.all_orgs() for p in await meta.org_projects(org)}
+@contextlib.contextmanager
+def _progress(what: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on a terminal (records, rate, ETA when the total is known); nothing
+    otherwise, so scripts read only the JSON on stdout."""
+    if not sys.stderr.isatty():
+        yield lambda done: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        TextColumn(f"{what} [progress.percentage]{{task.percentage:>3.0f}}%"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("records"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _print_import(project: int, result: Imported, started: float) -> None:
+    _print_json(
+        {
+            "project_id": project,
+            "events": result.stored,
+            "skipped": result.skipped,
+            "expired": result.expired,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+    )
 
 
 @app.command("import")
@@ -180,7 +374,9 @@ def import_(
     project: Annotated[int, typer.Option("--project", help="Project to file the events under")],
     data_dir: DataDir = None,
 ) -> None:
-    """Load Amplitude export data, keeping every field (server_upload_time decides the hour)."""
+    """Load Amplitude export data, keeping every field but app (server_upload_time decides the
+    hour). Records stored by an earlier import are skipped: run it again to finish an
+    interrupted import. Prints {"project_id", "events", "skipped", "expired", "seconds"}."""
     from swell.importer import read_records
 
     def records() -> Iterator[tuple[bytes, Any]]:
@@ -188,9 +384,8 @@ def import_(
             yield from read_records(path)
 
     started = time.monotonic()
-    count = _run(_import(_settings(data_dir), project, records()))
-    elapsed = time.monotonic() - started
-    _print_json({"project_id": project, "events": count, "seconds": round(elapsed, 3)})
+    result = _run(_import(_settings(data_dir), project, records(), None))
+    _print_import(project, result, started)
 
 
 @app.command()
@@ -200,42 +395,62 @@ def generate(
     days: Annotated[int, typer.Option("--days", min=1, max=3660)] = 7,
     users: Annotated[int, typer.Option("--users", min=1, max=10**8)] = 1000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            "--end",
+            help="The hour (YYYYMMDDTHH, UTC) the events end before; default: this hour",
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Generate realistic synthetic events (all 55 keys) through the import path."""
+    """Generate realistic synthetic events (all 55 keys) through the import path. The events
+    depend only on the options (and the hour, without --end): the same command again skips what
+    it stored, so it finishes an interrupted run."""
+    settings = _settings(data_dir)
+    until = _hour(end) if end is not None else None
     started = time.monotonic()
-    count = _run(
-        _import(_settings(data_dir), project, _generated(project, events, days, users, seed))
-    )
-    elapsed = time.monotonic() - started
-    _print_json({"project_id": project, "events": count, "seconds": round(elapsed, 3)})
+    records = _generated(project, events, days, users, seed, until)
+    result = _run(_import(settings, project, records, events))
+    _print_import(project, result, started)
+
+
+def _hour(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y%m%dT%H").replace(tzinfo=UTC)
+    except ValueError:
+        _fail(f"--end {text!r} is not an hour YYYYMMDDTHH")
 
 
 def _generated(
-    project: int, events: int, days: int, users: int, seed: int
+    project: int, events: int, days: int, users: int, seed: int, end: datetime | None = None
 ) -> Iterator[tuple[bytes, Any]]:
     from swell.generate import generate_records
 
-    for record in generate_records(project, events=events, days=days, users=users, seed=seed):
+    for record in generate_records(
+        project, events=events, days=days, users=users, seed=seed, end=end
+    ):
         yield orjson.dumps(record), record
 
 
 @app.command()
 def demo(
     data_dir: DataDir = None,
-    host: Annotated[str | None, typer.Option(help="[env: SWELL_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="[env: SWELL_PORT]")] = None,
+    host: Host = None,
+    port: Port = None,
     events: Annotated[int, typer.Option(help="Demo events to generate on first start")] = 200_000,
 ) -> None:
     """First start: create a demo org and project with generated data. Every start: issue fresh
     demo keys (secrets are never stored, so they cannot be shown again), print them, serve."""
     settings = _settings(data_dir, host=host, port=port)
+    _check_can_serve(settings)  # before minutes of generating data for a server that cannot start
     info = _run(_prepare_demo(settings, events))
     base = f"http://{settings.host}:{settings.port}"
     org, project = info["org"], info["project"]
+    org_auth = f"{org['api_key']}:{org['secret_key']}"
     echo = typer.echo
     echo("")
-    echo(f"swell demo at {base}  (data in {settings.data_dir})")
+    echo(f"swell demo at {base}  (data in {settings.data_dir}; SWELL_PORT=... to change the port)")
     echo(f"  org {org['org_id']}:      api_key {org['api_key']}  secret_key {org['secret_key']}")
     echo(
         f"  project {project['project_id']}:  api_key {project['api_key']}  "
@@ -245,22 +460,24 @@ def demo(
     echo("")
     echo("Send an event:")
     echo(
-        f"  curl -s {base}/2/httpapi -H 'Content-Type: application/json' -d "
+        f"  curl -f -s {base}/2/httpapi -H 'Content-Type: application/json' -d "
         f'\'{{"api_key":"{project["api_key"]}","events":[{{"user_id":"alice@example.com",'
         f'"event_type":"Signed Up"}}]}}\''
     )
     echo("Export this hour back (a zip of gzipped NDJSON):")
     echo(
-        f"  curl -s -u {project['api_key']}:{project['secret_key']} -o export.zip "
+        f"  curl -f -s -u {project['api_key']}:{project['secret_key']} -o export.zip "
         f'"{base}/api/2/export?start=$(date -u +%Y%m%dT%H)&end=$(date -u +%Y%m%dT%H)"'
     )
-    echo("Ask for everything about a user (DSAR):")
+    echo("Ask for everything about a user (DSAR), poll until done, download the first output:")
     echo(
-        f"  curl -s -u {org['api_key']}:{org['secret_key']} {base}/api/2/dsar/requests "
+        f"  curl -f -s -u {org_auth} {base}/api/2/dsar/requests "
         f"-H 'Content-Type: application/json' -d "
         f'\'{{"userId":"alice@example.com","startDate":"2020-01-01",'
         f'"endDate":"2030-12-31"}}\''
     )
+    echo(f"  curl -f -s -u {org_auth} {base}/api/2/dsar/requests/<requestId>")
+    echo(f"  curl -f -s -u {org_auth} -o alice.json.gz <one of the urls>")
     echo("")
     sys.stdout.flush()
     _serve(settings)
@@ -270,19 +487,25 @@ async def _prepare_demo(settings: Settings, events: int) -> dict[str, dict[str, 
     store = await Store.open(settings)
     data_dir = store.backends.data_dir
     try:
-        ids = data_dir.marker("demo")
-        if ids is not None:
-            org_id, project_id = int(ids["org_id"]), int(ids["project_id"])
-        else:
+        marker = data_dir.marker("demo")
+        if marker is None:
             org_creds, project_creds = new_credentials(), new_credentials()
             org_id = await store.meta.create_org("demo", org_creds.api_key, org_creds.secret_hash)
             project_id = await store.meta.create_project(
                 "demo", org_id, project_creds.api_key, project_creds.secret_hash
             )
+            # Written before generating: an interrupted first start resumes with this org.
+            end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+            marker = {"org_id": org_id, "project_id": project_id, "end": end.isoformat()}
+            data_dir.set_marker("demo", {**marker, "generated": False})
+        org_id, project_id = int(marker["org_id"]), int(marker["project_id"])
+        if not marker.get("generated", True):
             typer.echo(f"generating {events} demo events over 7 days...", err=True)
-            records = _generated(project_id, events, 7, max(100, events // 40), 0)
-            await store.import_records(project_id, records)
-            data_dir.set_marker("demo", {"org_id": org_id, "project_id": project_id})
+            end = datetime.fromisoformat(str(marker["end"]))
+            records = _generated(project_id, events, 7, max(100, events // 40), 0, end)
+            with _progress("generating", events) as advance:
+                await store.import_records(project_id, records, progress=advance)
+            data_dir.set_marker("demo", {**marker, "generated": True})
         org_creds, project_creds = new_credentials(), new_credentials()
         await store.meta.rotate_key(org_id, None, org_creds.api_key, org_creds.secret_hash)
         await store.meta.rotate_key(

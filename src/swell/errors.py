@@ -8,6 +8,7 @@ swell's exceptions, one tree for every layer. Each class's docstring is its defa
     + Forbidden                    403
     + NotFound                     404
       - NoData                     404  "Raw data files were not found."
+    + Conflict                     409  e.g. deleting a project that still holds data
     + PayloadTooLarge              413
     + RateLimited                  429  carries retry_after (seconds)
   x StorageError                   503  a dependency failed; the body names its ``cause``
@@ -76,6 +77,12 @@ class NotFound(ClientError):
 
 class NoData(NotFound):
     """Raw data files were not found."""
+
+
+class Conflict(ClientError):
+    """Conflict."""
+
+    status = 409
 
 
 class PayloadTooLarge(ClientError):

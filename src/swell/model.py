@@ -213,6 +213,25 @@ class Principal:
     secret_hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class OrgInfo:
+    id: int
+    name: str
+    created_at: str
+    projects: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectInfo:
+    id: int
+    org_id: int
+    name: str
+    created_at: str
+    #: Sealed parts and the events in them.
+    parts: int
+    events: int
+
+
 # -- identity state --
 
 

@@ -45,6 +45,8 @@ class OpenPart:
     max_time: str = ""
     first_lsn: int = 0
     max_lsn: int = 0
+    #: Keys of the imported records this part holds (swell.store.import_key), for re-imports.
+    import_keys: list[int] = field(default_factory=list)
     _lines: list[bytes] = field(default_factory=list)
     _line_bytes: int = 0
     _users: dict[int, _UserAcc] = field(default_factory=dict)

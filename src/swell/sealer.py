@@ -197,7 +197,7 @@ class Sealer:
             await self.log.sync(part.max_lsn)  # never publish events that are not yet durable
         await self.blobs.put(sealed.name, data)
         try:
-            await self.catalog.add_part(sealed, entries)
+            await self.catalog.add_part(sealed, entries, part.import_keys)
         except AlreadyExists:
             if not await self._recorded(sealed):
                 raise

@@ -12,8 +12,9 @@ from typing import Any
 from swell.errors import ConfigError
 
 
-def setting(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None) -> Any:
+    """A field with its help text and, for numbers, the range it must lie in (inclusive)."""
+    return field(default=default, metadata={"help": help, "min": min, "max": max})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,40 +29,81 @@ class Settings:
         "", "Blob store: file:///path or memory:// (default: blobs/ in data_dir)"
     )
     host: str = setting("127.0.0.1", "Interface to listen on")
-    port: int = setting(8080, "Port to listen on")
+    port: int = setting(8080, "Port to listen on", min=1, max=65535)
     trust_forwarded_for: bool = setting(
         False, "Take the client address for ip=$remote from X-Forwarded-For (behind a proxy only)"
     )
     part_max_bytes: int = setting(
-        128 * 1024 * 1024, "Uncompressed size at which an open hourly part is sealed early"
+        128 * 1024 * 1024,
+        "Uncompressed size at which an open hourly part is sealed early",
+        min=4096,
+        max=4 * 1024**3,
     )
     block_bytes: int = setting(
-        256 * 1024, "Uncompressed bytes of whole lines per gzip member inside a part"
+        256 * 1024,
+        "Uncompressed bytes of whole lines per gzip member inside a part",
+        min=1024,
+        max=64 * 1024 * 1024,
     )
-    seal_check_seconds: float = setting(5.0, "How often the sealer looks for hours that have ended")
+    seal_check_seconds: float = setting(
+        5.0, "How often the sealer looks for hours that have ended", min=0.05, max=86400
+    )
     max_unsealed_bytes: int = setting(
         1024**3,
         "Acknowledged data held unsealed in memory (compressed) above which ingestion answers 503 "
         "while seals are failing",
+        min=1,
     )
     log_segment_bytes: int = setting(
-        64 * 1024 * 1024, "Size at which the durable log starts a new segment file"
+        64 * 1024 * 1024,
+        "Size at which the durable log starts a new segment file",
+        min=1024,
+        max=1024**3,
     )
     identity_cache_entries: int = setting(
-        1_000_000, "Users, devices, property states and groups each kept in memory once saved"
+        1_000_000,
+        "Users, devices, property states and groups each kept in memory once saved",
+        min=1,
+    )
+    retention_days: int = setting(
+        0,
+        "Sealed parts filed (by server_upload_time) more than this many days ago are dropped; "
+        "0 keeps everything",
+        min=0,
+        max=100_000,
     )
     export_max_bytes: int = setting(
-        4 * 1024**3, "Largest export archive served; larger ranges answer 400"
+        4 * 1024**3, "Largest export archive served; larger ranges answer 400", min=1
     )
     dsar_result_ttl_seconds: int = setting(
-        2 * 24 * 3600, "How long DSAR outputs stay downloadable after the job is done"
+        2 * 24 * 3600,
+        "How long DSAR outputs stay downloadable after the job is done",
+        min=1,
+        max=366 * 24 * 3600,
     )
     dsar_max_events_per_month: int = setting(
-        100_000, "A DSAR fails when the user has more events than this in one month"
+        100_000, "A DSAR fails when the user has more events than this in one month", min=1
     )
     dsar_cost_per_hour: int = setting(
-        14_400, "DSAR budget per org per rolling hour (POST costs 8, GET costs 1)"
+        14_400, "DSAR budget per org per rolling hour (POST costs 8, GET costs 1)", min=8
     )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            low, high = f.metadata["min"], f.metadata["max"]
+            value = getattr(self, f.name)
+            if low is None and high is None:
+                continue
+            if (low is not None and value < low) or (high is not None and value > high):
+                if low is not None and high is not None:
+                    bounds = f"between {_number(low)} and {_number(high)}"
+                else:
+                    bounds = (
+                        f"at least {_number(low)}" if high is None else f"at most {_number(high)}"
+                    )
+                raise ConfigError(
+                    f"SWELL_{f.name.upper()} has value {value!r}: it must be {bounds}."
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
@@ -88,18 +130,22 @@ def _convert(name: str, raw: str, default: Any) -> Any:
                 return False
             raise ValueError(raw)
         if isinstance(default, int):
-            value = int(raw)
-            if value < 0:
+            return int(raw.strip())
+        if isinstance(default, float):
+            value = float(raw)
+            if value != value or value in (float("inf"), float("-inf")):  # NaN or infinite
                 raise ValueError(raw)
             return value
-        if isinstance(default, float):
-            return float(raw)
         if isinstance(default, Path):
             return Path(raw)
         return raw
     except ValueError:
         kind = type(default).__name__
         raise ConfigError(f"{name} has value {raw!r}. Not a valid {kind}.") from None
+
+
+def _number(value: float | None) -> str:
+    return str(int(value)) if value is not None and value == int(value) else str(value)
 
 
 def describe() -> list[tuple[str, str, str]]:

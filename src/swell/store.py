@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +31,7 @@ from swell.backends import Backends, open_backends
 from swell.enrich import RequestContext
 from swell.errors import LogFailed, SealBacklogFull, StorageError
 from swell.identity import DEDUP_WINDOW_MS, Identity
-from swell.model import FrameKind, hour_of, hour_of_ts
+from swell.model import FrameKind, hour_of, hour_of_ts, hour_start
 from swell.parts import OpenPart, record_keys
 from swell.sealer import Sealer, Which
 from swell.settings import Settings
@@ -59,6 +61,9 @@ class Store:
         self.checkpoint_error: StorageError | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
+        #: What retention has dropped since the store opened.
+        self.retention_dropped_parts = 0
+        self.retention_dropped_events = 0
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -86,6 +91,7 @@ class Store:
         self.identity.load_dedup(await self.meta.load_dedup(_dedup_cutoff()))
         self._state_lsn = state_lsn
         floor = max([state_lsn, *watermarks.values()], default=0) + 1
+        oldest = self._retention_cutoff_hour()
         replayed = 0
         for frame in self.log.open(min_next_lsn=floor):
             if frame.kind == FrameKind.STATE:
@@ -93,6 +99,8 @@ class Store:
                     self.identity.replay_state(frame.project_id, frame.body)
                 continue
             reopen = frame.lsn > watermarks.get((frame.project_id, frame.hour), 0)
+            if oldest is not None and frame.hour < oldest:
+                reopen = False  # retention has dropped that hour: do not bring it back
             replay_state = frame.lsn > state_lsn
             if not (reopen or replay_state):
                 continue
@@ -166,7 +174,13 @@ class Store:
 
     async def _background_step(self) -> None:
         """One round of background work; each piece fails on its own (and is logged)."""
-        steps = (self._retry_seals, self._seal_ended_hours, self.checkpoint, self._prune_dedup)
+        steps = (
+            self._retry_seals,
+            self._seal_ended_hours,
+            self.checkpoint,
+            self._prune_dedup,
+            self.apply_retention,
+        )
         for step in steps:
             try:
                 await step()
@@ -289,38 +303,74 @@ class Store:
         self._maybe_checkpoint()
 
     async def import_records(
-        self, project_id: int, records: Iterable[tuple[bytes, Mapping[str, Any]]]
-    ) -> int:
+        self,
+        project_id: int,
+        records: Iterable[tuple[bytes, Mapping[str, Any]]],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> Imported:
         """File existing export records (import, generate) straight into sealed parts.
 
-        Records keep every field as given; ``server_upload_time`` decides their hour. Identity
-        state learns the ids and properties the records show, without overriding newer state.
+        Records keep every field as given but ``app``, which becomes ``project_id``;
+        ``server_upload_time`` decides their hour. A record whose uuid (else ``$insert_id`` and
+        ``device_id``) an earlier import already stored in the project is skipped, so importing
+        the same data again, or again after an interruption, stores each record once. Records
+        older than the retention window are skipped too. Identity state learns the ids and
+        properties the records show, without overriding newer state. ``progress`` is called
+        with the number of records read so far, now and then.
+
         Raises StorageError if a part cannot be sealed (imported records are not in the log).
         """
-        count = 0
+        result = Imported()
         batch: list[tuple[bytes, Mapping[str, Any]]] = []
+        seen: dict[int, set[int]] = {}
         for line, record in records:
             batch.append((line, record))
             if len(batch) >= 5000:
-                count += await self._import_batch(project_id, batch)
+                await self._import_batch(project_id, batch, seen, result)
                 batch = []
-        count += await self._import_batch(project_id, batch)
+                if progress is not None:
+                    progress(result.read)
+        await self._import_batch(project_id, batch, seen, result)
         await self.seal(lambda part: part.project_id == project_id and part.first_lsn == 0)
         await self.checkpoint(force=True)
-        return count
+        if progress is not None:
+            progress(result.read)
+        return result
 
     async def _import_batch(
-        self, project_id: int, batch: Sequence[tuple[bytes, Mapping[str, Any]]]
-    ) -> int:
+        self,
+        project_id: int,
+        batch: Sequence[tuple[bytes, Mapping[str, Any]]],
+        seen: dict[int, set[int]],
+        result: Imported,
+    ) -> None:
         if not batch:
-            return 0
+            return
         records = [r for _, r in batch]
         await self.identity.prepare(
             self.meta, project_id, records, datetime.now(UTC), reserve=False
         )
+        oldest = self._retention_cutoff_hour()
         for line, record in batch:
+            result.read += 1
             upload = str(record["server_upload_time"])
             hour = hour_of_ts(upload)
+            if oldest is not None and hour < oldest:
+                result.expired += 1
+                continue
+            key = import_key(project_id, record)
+            if key is not None:
+                keys = seen.get(hour)
+                if keys is None:
+                    keys = seen[hour] = await self.meta.import_keys(project_id, hour)
+                if key in keys:
+                    result.skipped += 1
+                    continue
+                keys.add(key)
+            if record.get("app") != project_id:
+                record = {**record, "app": project_id}
+                line = orjson.dumps(record)
             aid = record.get("amplitude_id")
             uid = record.get("user_id")
             part = self.sealer.part_for(project_id, hour)
@@ -331,16 +381,50 @@ class Store:
                 upload,
                 0,
             )
+            if key is not None:
+                part.import_keys.append(key)
+            result.stored += 1
             self.identity.observe(project_id, record, overwrite=False)
             if part.raw_bytes >= self.settings.part_max_bytes:
                 await self.seal(_only((project_id, hour)))
         importing = sorted(_key(p) for p in self.sealer.unsealed() if p.first_lsn == 0 and p.events)
         if len(importing) > IMPORT_OPEN_HOURS:
-            oldest = set(importing[: len(importing) - IMPORT_OPEN_HOURS])
-            await self.seal(lambda p: _key(p) in oldest)
+            oldest_open = set(importing[: len(importing) - IMPORT_OPEN_HOURS])
+            await self.seal(lambda p: _key(p) in oldest_open)
+        # Keys of hours no longer open are committed with their parts: read them again if needed.
+        still_open = {hour for p, hour in importing if p == project_id}
+        for hour in [h for h in seen if h not in still_open]:
+            del seen[hour]
         if self.identity.dirty >= CHECKPOINT_DIRTY:
             await self.checkpoint(force=True)
-        return len(batch)
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def _retention_cutoff_hour(self) -> int | None:
+        """The first hour still kept (None when retention is off)."""
+        days = self.settings.retention_days
+        if not days:
+            return None
+        return hour_of(datetime.now(UTC)) - days * 24
+
+    async def apply_retention(self) -> int:
+        """Drop sealed parts older than the retention window, catalog first, then their blobs;
+        returns how many went."""
+        cutoff = self._retention_cutoff_hour()
+        if cutoff is None:
+            return 0
+        dropped = await self.meta.drop_parts_before(cutoff)
+        if dropped:
+            await self.blobs.delete([part.name for part in dropped])
+            self.retention_dropped_parts += len(dropped)
+            self.retention_dropped_events += sum(part.events for part in dropped)
+            logger.info(
+                "retention: dropped %d part(s), %d event(s), filed before %s",
+                len(dropped),
+                sum(part.events for part in dropped),
+                hour_start(cutoff).strftime("%Y-%m-%d %H:00 UTC"),
+            )
+        return len(dropped)
 
     # -- sealing ---------------------------------------------------------------------------------
 
@@ -419,6 +503,33 @@ class Store:
         pinned = self.sealer.pinned_lsn()
         upto = self._state_lsn if pinned is None else min(self._state_lsn, pinned - 1)
         self.log.release(upto)
+
+
+@dataclass
+class Imported:
+    """What an import did with the records it read."""
+
+    read: int = 0
+    stored: int = 0
+    #: Already stored by an earlier import (same uuid, else same $insert_id and device_id).
+    skipped: int = 0
+    #: Older than the retention window.
+    expired: int = 0
+
+
+def import_key(project_id: int, record: Mapping[str, Any]) -> int | None:
+    """What makes an imported record the same as one stored before: its uuid, else its
+    ``$insert_id`` with its ``device_id`` (None when it has neither)."""
+    uuid = record.get("uuid")
+    if isinstance(uuid, str) and uuid:
+        text = f"{project_id}\x00u\x00{uuid}"
+    else:
+        insert_id = record.get("$insert_id")
+        if not isinstance(insert_id, str) or not insert_id:
+            return None
+        text = f"{project_id}\x00i\x00{record.get('device_id') or ''}\x00{insert_id}"
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _dedup_cutoff() -> int:

@@ -223,8 +223,8 @@ def test_import_of_an_export_zip_round_trips_byte_for_byte(
     result = swell("import", str(archive), "--project", str(pid), data_dir=project["data_dir"])
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert list(summary) == ["project_id", "events", "seconds"]
-    assert (summary["project_id"], summary["events"]) == (pid, len(lines))
+    assert list(summary) == ["project_id", "events", "skipped", "expired", "seconds"]
+    assert (summary["project_id"], summary["events"], summary["skipped"]) == (pid, len(lines), 0)
 
     settings = Settings(data_dir=project["data_dir"], seal_check_seconds=3600)
     with TestClient(create_app(settings)) as client:
@@ -372,13 +372,18 @@ def test_generate_then_export_those_days(project: dict[str, Any]) -> None:
     ("env", "message"),
     [
         ({"SWELL_PORT": "abc"}, "SWELL_PORT has value 'abc'. Not a valid int."),
-        ({"SWELL_PORT": "-1"}, "SWELL_PORT has value '-1'. Not a valid int."),
+        ({"SWELL_PORT": "-1"}, "SWELL_PORT has value -1: it must be between 1 and 65535."),
+        ({"SWELL_PORT": "99999"}, "SWELL_PORT has value 99999: it must be between 1 and 65535."),
+        (
+            {"SWELL_SEAL_CHECK_SECONDS": "-5"},
+            "SWELL_SEAL_CHECK_SECONDS has value -5.0: it must be between 0.05 and 86400.",
+        ),
         (
             {"SWELL_TRUST_FORWARDED_FOR": "maybe"},
             "SWELL_TRUST_FORWARDED_FOR has value 'maybe'. Not a valid bool.",
         ),
     ],
-    ids=["port-abc", "port-negative", "bool"],
+    ids=["port-abc", "port-negative", "port-too-high", "seal-check-negative", "bool"],
 )
 def test_serve_with_a_bad_setting_exits_2_naming_the_variable(
     tmp_path: Path, env: dict[str, str], message: str

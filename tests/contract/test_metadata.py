@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from swell.backends.base import Metadata
-from swell.errors import AlreadyExists, NotFound
+from swell.errors import AlreadyExists, Conflict, NotFound
 from swell.model import IndexEntry, Part, StateChanges
 from tests.contract.conftest import Opener
 
@@ -233,3 +233,67 @@ async def test_a_failed_dsar_keeps_its_reason_and_no_outputs(meta: Metadata) -> 
     assert failed is not None
     assert (failed.status, failed.fail_reason, failed.outputs) == ("failed", "too many events", 0)
     assert await meta.claim_job("w", T0 + timedelta(days=1), T0 + timedelta(days=2)) is None
+
+
+# -- listing and deleting ------------------------------------------------------------------------
+
+
+async def test_orgs_and_projects_are_listed_with_what_they_hold(meta: Metadata) -> None:
+    acme = await meta.create_org("acme", "ok1", "h")
+    other = await meta.create_org("other", "ok2", "h")
+    web = await meta.create_project("web", acme, "pk1", "h")
+    ios = await meta.create_project("ios", acme, "pk2", "h")
+    await meta.add_part(part(web, 10, 0), [])
+    await meta.add_part(part(web, 11, 0), [])
+    orgs = await meta.list_orgs()
+    assert [(o.id, o.name, o.projects) for o in orgs] == [(acme, "acme", 2), (other, "other", 0)]
+    assert all(o.created_at for o in orgs)
+    projects = await meta.list_projects()
+    assert [(p.id, p.org_id, p.name, p.parts, p.events) for p in projects] == [
+        (web, acme, "web", 2, 6),
+        (ios, acme, "ios", 0, 0),
+    ]
+    assert await meta.list_projects(other) == []
+
+
+async def test_only_an_empty_project_can_be_deleted(meta: Metadata) -> None:
+    org = await meta.create_org("acme", "ok", "h")
+    full = await meta.create_project("full", org, "pk1", "h")
+    empty = await meta.create_project("empty", org, "pk2", "h")
+    await meta.add_part(part(full, 10, 0), [])
+    await meta.save_state(StateChanges(users=[(empty, "alice", 5)], lsn=1))
+    with pytest.raises(Conflict):
+        await meta.delete_project(full)
+    await meta.delete_project(empty)
+    assert [p.id for p in await meta.list_projects()] == [full]
+    assert await meta.find_key("pk2") is None
+    assert await meta.amplitude_ids_for_user(empty, "alice") == []
+    with pytest.raises(NotFound):
+        await meta.delete_project(empty)
+    assert await meta.find_key("pk1") is not None
+
+
+async def test_import_keys_are_kept_per_hour_with_their_part(meta: Metadata) -> None:
+    p = await project(meta)
+    await meta.add_part(part(p, 10, 0), [], import_keys=[1, 2, 3])
+    await meta.add_part(part(p, 10, 1), [], import_keys=[4])
+    await meta.add_part(part(p, 11, 0), [])
+    with pytest.raises(AlreadyExists):
+        await meta.add_part(part(p, 10, 1), [], import_keys=[99])
+    assert await meta.import_keys(p, 10) == {1, 2, 3, 4}
+    assert await meta.import_keys(p, 11) == set()
+
+
+async def test_parts_before_an_hour_are_dropped_with_their_index(meta: Metadata) -> None:
+    p = await project(meta)
+    old_hour, month_later = 10, 10 + 24 * 40  # two months of user-index tables
+    await meta.add_part(part(p, old_hour, 0), [IndexEntry(5, "alice", (0,), 1)], import_keys=[7])
+    await meta.add_part(part(p, month_later, 0), [IndexEntry(5, "alice", (1,), 1)])
+    await meta.add_part(part(p, month_later + 1, 0), [IndexEntry(6, "bob", (0,), 1)])
+    dropped = await meta.drop_parts_before(month_later + 1)
+    assert [(d.hour, d.seq) for d in dropped] == [(old_hour, 0), (month_later, 0)]
+    assert [(x.hour, x.seq) for x in await meta.parts(p, 0, 10**6)] == [(month_later + 1, 0)]
+    assert await meta.user_blocks(p, [5]) == []
+    assert [u.amplitude_id for u in await meta.user_blocks(p, [6])] == [6]
+    assert await meta.import_keys(p, old_hour) == set()
+    assert await meta.drop_parts_before(month_later + 1) == []

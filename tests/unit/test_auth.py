@@ -1,4 +1,5 @@
-"""Key checks: a rotated key stops working within the cache's second, everywhere."""
+"""Key checks: a rotated pair is refused at once, a rotated ingestion api_key within the cache's
+second, in every process sharing the metadata store."""
 
 from __future__ import annotations
 
@@ -33,11 +34,12 @@ async def test_a_rotated_key_is_refused_once_the_cache_expires() -> None:
     assert (
         await auth.check_basic(basic(old.api_key, old.secret_key), org=False)
     ).project_id == project
+    assert await auth.project_for_ingest(old.api_key) == project
     # Another process (the CLI) rotates the key in the shared metadata store.
     await meta.rotate_key(org_id, project, new.api_key, new.secret_hash)
-    clock.now += KEY_CACHE_SECONDS
-    with pytest.raises(Unauthorized):
+    with pytest.raises(Unauthorized):  # at once: Basic credentials are never cached
         await auth.check_basic(basic(old.api_key, old.secret_key), org=False)
+    clock.now += KEY_CACHE_SECONDS
     assert await auth.project_for_ingest(old.api_key) is None
     found = await auth.check_basic(basic(new.api_key, new.secret_key), org=False)
     assert found.project_id == project
@@ -59,6 +61,8 @@ async def test_a_hot_key_is_looked_up_once_per_cache_period() -> None:
     clock = Clock()
     auth = Authenticator(meta, clock=clock)
     for _ in range(50):
-        assert (await auth.principal(creds.api_key)).org_id == org_id  # type: ignore[union-attr]
+        found = await auth.principal(creds.api_key)
+        assert found is not None
+        assert found.org_id == org_id
         clock.now += KEY_CACHE_SECONDS / 10
     assert lookups == 5

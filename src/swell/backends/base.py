@@ -31,8 +31,10 @@ from swell.model import (
     Frame,
     IndexEntry,
     Job,
+    OrgInfo,
     Part,
     Principal,
+    ProjectInfo,
     StateChanges,
     StateSnapshot,
     UserBlocks,
@@ -107,11 +109,37 @@ class KeyStore(Protocol):
 
     async def org_projects(self, org_id: int) -> list[int]: ...
 
+    async def list_orgs(self) -> list[OrgInfo]:
+        """Every org, by id."""
+        ...
+
+    async def list_projects(self, org_id: int | None = None) -> list[ProjectInfo]:
+        """Every project (of one org), by id, with what its catalog holds."""
+        ...
+
+    async def delete_project(self, project_id: int) -> None:
+        """Remove a project that holds no sealed part: its keys, identity state and part
+        numbers, in one transaction. Raises NotFound, or Conflict if it holds parts."""
+        ...
+
 
 class Catalog(Protocol):
-    async def add_part(self, part: Part, entries: Sequence[IndexEntry]) -> None:
-        """Record a sealed part and its user-index entries in one transaction. Raises
-        AlreadyExists (and changes nothing) if (project, hour, seq) is already recorded."""
+    async def add_part(
+        self, part: Part, entries: Sequence[IndexEntry], import_keys: Sequence[int] = ()
+    ) -> None:
+        """Record a sealed part, its user-index entries and the keys of the imported records it
+        holds, in one transaction. Raises AlreadyExists (and changes nothing) if
+        (project, hour, seq) is already recorded."""
+        ...
+
+    async def import_keys(self, project_id: int, hour: int) -> set[int]:
+        """The keys of every imported record in the project's sealed parts of ``hour``."""
+        ...
+
+    async def drop_parts_before(self, hour: int) -> list[Part]:
+        """Forget every sealed part (of every project) whose hour is before ``hour``, with its
+        user-index rows and import keys, in one transaction; returns them (their blobs are the
+        caller's to delete)."""
         ...
 
     async def parts(self, project_id: int, start_hour: int, end_hour: int) -> list[Part]:

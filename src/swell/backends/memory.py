@@ -10,9 +10,10 @@ what makes a call here a transaction.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,6 +23,7 @@ from swell.errors import (
     AlreadyExists,
     BlobNotFound,
     BlobStoreUnavailable,
+    Conflict,
     MetadataUnavailable as _Unavailable,
     NotFound,
 )
@@ -33,8 +35,10 @@ from swell.model import (
     DsarRequest,
     IndexEntry,
     Job,
+    OrgInfo,
     Part,
     Principal,
+    ProjectInfo,
     StateChanges,
     StateSnapshot,
     UserBlocks,
@@ -43,6 +47,10 @@ from swell.ratelimit import decide
 
 if TYPE_CHECKING:
     from swell.backends.base import BlobStore, Metadata
+
+
+def _now() -> str:
+    return f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
 
 
 def _name(url: str) -> str:
@@ -68,11 +76,12 @@ class _Job:
 class _MetaState:
     """Everything one metadata store holds (kept by name across reopen)."""
 
-    orgs: dict[int, str] = field(default_factory=dict)
-    projects: dict[int, tuple[int, str]] = field(default_factory=dict)
+    orgs: dict[int, tuple[str, str]] = field(default_factory=dict)
+    projects: dict[int, tuple[int, str, str]] = field(default_factory=dict)
     keys: dict[str, Principal] = field(default_factory=dict)
     parts: dict[int, dict[tuple[int, int], Part]] = field(default_factory=dict)
     part_seqs: dict[tuple[int, int], int] = field(default_factory=dict)
+    import_keys: dict[tuple[int, int, int], tuple[int, ...]] = field(default_factory=dict)
     blocks: dict[tuple[int, int], dict[tuple[int, int], tuple[tuple[int, ...], int]]] = field(
         default_factory=dict
     )
@@ -119,7 +128,7 @@ class MemoryMetadata:
         if api_key in s.keys:
             raise AlreadyExists(f"metadata conflict: api key {api_key[:8]}... exists")
         org_id = max(s.orgs, default=0) + 1
-        s.orgs[org_id] = name
+        s.orgs[org_id] = (name, _now())
         s.keys[api_key] = Principal(org_id, None, secret_hash)
         return org_id
 
@@ -130,7 +139,7 @@ class MemoryMetadata:
         if api_key in s.keys:
             raise AlreadyExists(f"metadata conflict: api key {api_key[:8]}... exists")
         project_id = max(s.projects, default=0) + 1
-        s.projects[project_id] = (org_id, name)
+        s.projects[project_id] = (org_id, name, _now())
         s.keys[api_key] = Principal(org_id, project_id, secret_hash)
         return project_id
 
@@ -150,16 +159,69 @@ class MemoryMetadata:
         return sorted(self._state().orgs)
 
     async def org_projects(self, org_id: int) -> list[int]:
-        return sorted(p for p, (org, _) in self._state().projects.items() if org == org_id)
+        return sorted(p for p, (org, _, _) in self._state().projects.items() if org == org_id)
+
+    async def list_orgs(self) -> list[OrgInfo]:
+        s = self._state()
+        counts = Counter(org for org, _, _ in s.projects.values())
+        return [
+            OrgInfo(org_id, name, created, counts[org_id])
+            for org_id, (name, created) in sorted(s.orgs.items())
+        ]
+
+    async def list_projects(self, org_id: int | None = None) -> list[ProjectInfo]:
+        s = self._state()
+        found = []
+        for project_id, (org, name, created) in sorted(s.projects.items()):
+            if org_id is None or org == org_id:
+                parts = s.parts.get(project_id, {}).values()
+                found.append(
+                    ProjectInfo(
+                        project_id, org, name, created, len(parts), sum(p.events for p in parts)
+                    )
+                )
+        return found
+
+    async def delete_project(self, project_id: int) -> None:
+        s = self._state()
+        if project_id not in s.projects:
+            raise NotFound(f"project {project_id} does not exist")
+        if s.parts.get(project_id):
+            raise Conflict(
+                f"project {project_id} holds {len(s.parts[project_id])} sealed part(s); only an "
+                "empty project can be deleted"
+            )
+        tables: tuple[dict[Any, Any], ...] = (
+            s.users,
+            s.devices,
+            s.props,
+            s.groups,
+            s.links,
+            s.part_seqs,
+            s.blocks,
+        )
+        for table in tables:
+            for key in [k for k in table if k[0] == project_id]:
+                del table[key]
+        for rows in s.dedup.values():
+            rows[:] = [row for row in rows if row[0] != project_id]
+        for api_key in [k for k, p in s.keys.items() if p.project_id == project_id]:
+            del s.keys[api_key]
+        s.parts.pop(project_id, None)
+        del s.projects[project_id]
 
     # -- catalog and user index -----------------------------------------------------------------
 
-    async def add_part(self, part: Part, entries: Sequence[IndexEntry]) -> None:
+    async def add_part(
+        self, part: Part, entries: Sequence[IndexEntry], import_keys: Sequence[int] = ()
+    ) -> None:
         s = self._state()
         parts = s.parts.setdefault(part.project_id, {})
         if (part.hour, part.seq) in parts:
             raise AlreadyExists(f"metadata conflict: part {part.name} is already recorded")
         parts[(part.hour, part.seq)] = part
+        if import_keys:
+            s.import_keys[(part.project_id, part.hour, part.seq)] = tuple(import_keys)
         for e in entries:
             where = s.blocks.setdefault((part.project_id, e.amplitude_id), {})
             where[(part.hour, part.seq)] = (e.blocks, e.events)
@@ -179,6 +241,27 @@ class MemoryMetadata:
         seq = max(s.part_seqs.get((project_id, hour), 0), top)
         s.part_seqs[(project_id, hour)] = seq + 1
         return seq
+
+    async def import_keys(self, project_id: int, hour: int) -> set[int]:
+        found: set[int] = set()
+        for (p, h, _), keys in self._state().import_keys.items():
+            if (p, h) == (project_id, hour):
+                found.update(keys)
+        return found
+
+    async def drop_parts_before(self, hour: int) -> list[Part]:
+        s = self._state()
+        dropped: list[Part] = []
+        for parts in s.parts.values():
+            dropped.extend(parts.pop(key) for key in [k for k in parts if k[0] < hour])
+        for where in s.blocks.values():
+            for key in [k for k in where if k[0] < hour]:
+                del where[key]
+        stale: tuple[dict[Any, Any], ...] = (s.import_keys, s.part_seqs)
+        for table in stale:
+            for key in [k for k in table if k[1] < hour]:
+                del table[key]
+        return sorted(dropped, key=lambda p: (p.project_id, p.hour, p.seq))
 
     async def sealed_watermarks(self) -> dict[tuple[int, int], int]:
         marks: dict[tuple[int, int], int] = {}

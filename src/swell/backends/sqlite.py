@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from swell import model
-from swell.errors import AlreadyExists, MetadataUnavailable, NotFound
+from swell.errors import AlreadyExists, Conflict, MetadataUnavailable, NotFound
 from swell.model import (
     DAY_MS,
     FIRST_AMPLITUDE_ID,
@@ -30,8 +30,10 @@ from swell.model import (
     DsarRequest,
     IndexEntry,
     Job,
+    OrgInfo,
     Part,
     Principal,
+    ProjectInfo,
     StateChanges,
     StateSnapshot,
     UserBlocks,
@@ -265,9 +267,61 @@ class SQLiteMetadata:
 
         return await self._run(run)
 
+    async def list_orgs(self) -> list[OrgInfo]:
+        def run() -> list[OrgInfo]:
+            with self._read() as db:
+                rows = db.execute(
+                    "SELECT o.id, o.name, o.created_at, COUNT(p.id) FROM orgs o "
+                    "LEFT JOIN projects p ON p.org_id = o.id GROUP BY o.id ORDER BY o.id"
+                ).fetchall()
+            return [OrgInfo(*row) for row in rows]
+
+        return await self._run(run)
+
+    async def list_projects(self, org_id: int | None = None) -> list[ProjectInfo]:
+        def run() -> list[ProjectInfo]:
+            with self._read() as db:
+                rows = db.execute(
+                    "SELECT p.id, p.org_id, p.name, p.created_at, COUNT(parts.seq), "
+                    "COALESCE(SUM(parts.events), 0) FROM projects p "
+                    "LEFT JOIN parts ON parts.project_id = p.id "
+                    "WHERE ? IS NULL OR p.org_id = ? GROUP BY p.id ORDER BY p.id",
+                    (org_id, org_id),
+                ).fetchall()
+            return [ProjectInfo(*row) for row in rows]
+
+        return await self._run(run)
+
+    async def delete_project(self, project_id: int) -> None:
+        def run() -> None:
+            with self._tx() as db:
+                if (
+                    db.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,)).fetchone()
+                    is None
+                ):
+                    raise NotFound(f"project {project_id} does not exist")
+                parts = db.execute(
+                    "SELECT COUNT(*) FROM parts WHERE project_id = ?", (project_id,)
+                ).fetchone()[0]
+                if parts:
+                    raise Conflict(
+                        f"project {project_id} holds {parts} sealed part(s); only an empty "
+                        "project can be deleted"
+                    )
+                tables = ["id_users", "id_devices", "user_props", "group_props", "user_links"]
+                tables += ["part_seqs", "import_keys", *sorted(self._dedup_tables)]
+                for table in tables:
+                    db.execute(f"DELETE FROM {table} WHERE project_id = ?", (project_id,))  # noqa: S608
+                db.execute("DELETE FROM api_keys WHERE project_id = ?", (project_id,))
+                db.execute("DELETE FROM projects WHERE id = ?", (project_id,))
+
+        await self._run(run)
+
     # -- catalog and user index -----------------------------------------------------------------
 
-    async def add_part(self, part: Part, entries: Sequence[IndexEntry]) -> None:
+    async def add_part(
+        self, part: Part, entries: Sequence[IndexEntry], import_keys: Sequence[int] = ()
+    ) -> None:
         table = _month_table(part.hour)
         blocks_rows = [
             (part.project_id, e.amplitude_id, part.hour, part.seq, _pack(e.blocks), e.events)
@@ -296,6 +350,11 @@ class SQLiteMetadata:
                 )
                 db.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)", blocks_rows)  # noqa: S608
                 db.executemany("INSERT OR IGNORE INTO user_links VALUES (?, ?, ?)", sorted(links))
+                if import_keys:
+                    db.execute(
+                        "INSERT INTO import_keys VALUES (?, ?, ?, ?)",
+                        (part.project_id, part.hour, part.seq, _pack(import_keys)),
+                    )
             self._month_tables.add(table)  # only once committed: a rollback undoes the CREATE
 
         await self._run(run)
@@ -347,6 +406,44 @@ class SQLiteMetadata:
                 return int(seq)
 
         return await self._run(run)
+
+    async def import_keys(self, project_id: int, hour: int) -> set[int]:
+        def run() -> set[int]:
+            with self._read() as db:
+                rows = db.execute(
+                    "SELECT keys FROM import_keys WHERE project_id = ? AND hour = ?",
+                    (project_id, hour),
+                ).fetchall()
+            keys: set[int] = set()
+            for (blob,) in rows:
+                keys.update(_unpack(blob))
+            return keys
+
+        return await self._run(run)
+
+    async def drop_parts_before(self, hour: int) -> list[Part]:
+        cutoff_table = _month_table(hour)
+
+        def run() -> tuple[list[Part], list[str]]:
+            with self._tx() as db:
+                dropped = [
+                    self._part(r) for r in db.execute("SELECT * FROM parts WHERE hour < ?", (hour,))
+                ]
+                if not dropped:
+                    return [], []
+                db.execute("DELETE FROM parts WHERE hour < ?", (hour,))
+                db.execute("DELETE FROM import_keys WHERE hour < ?", (hour,))
+                db.execute("DELETE FROM part_seqs WHERE hour < ?", (hour,))
+                gone = [t for t in self._month_tables if t < cutoff_table]
+                for table in gone:  # a whole month before the cutoff
+                    db.execute(f"DROP TABLE {table}")
+                if cutoff_table in self._month_tables:
+                    db.execute(f"DELETE FROM {cutoff_table} WHERE hour < ?", (hour,))  # noqa: S608
+            return dropped, gone
+
+        dropped, gone = await self._run(run)
+        self._month_tables.difference_update(gone)  # only once committed
+        return dropped
 
     async def sealed_watermarks(self) -> dict[tuple[int, int], int]:
         def run() -> dict[tuple[int, int], int]:
