@@ -56,7 +56,7 @@ SCAN_DEPTH = 2
 #: An output's compressed bytes stay in memory up to this size, then spill to a temporary file.
 SPOOL_BYTES = 1024 * 1024
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
 Clock = Callable[[], datetime]

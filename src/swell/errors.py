@@ -9,6 +9,8 @@ swell's exceptions, one tree for every layer. Each class's docstring is its defa
     + NotFound                     404
       - NoData                     404  "Raw data files were not found."
     + PayloadTooLarge              413
+    + ClientDisconnected           400  the client hung up before its request was read (no one
+                                        sees the reply; logged once at info, not as an error)
     + RateLimited                  429  carries retry_after (seconds)
   x StorageError                   503  a dependency failed; the body names its ``cause``
     + BlobStoreUnavailable              cause blob_store: the blob store failed (raised by backends)
@@ -82,6 +84,12 @@ class PayloadTooLarge(ClientError):
     """Payload too large"""
 
     status = 413
+
+
+class ClientDisconnected(ClientError):
+    """The client disconnected before its request body was read."""
+
+    status = 400
 
 
 class RateLimited(ClientError):

@@ -122,6 +122,8 @@ def hour_of_ts(value: str) -> int:
         prefix = value[:13]
         hour = _HOURS.get(prefix)
         if hour is None:
+            if not prefix.isascii():  # int() would read other scripts' digits
+                raise ValueError(f"not an ASCII timestamp: {value[:40]!r}")
             hour_of_day = int(value[11:13])
             if not 0 <= hour_of_day <= 23:
                 raise ValueError(f"hour out of range in {value!r}")

@@ -81,6 +81,8 @@ class Settings:
 
 def _convert(name: str, raw: str, default: Any) -> Any:
     try:
+        if not raw.isascii():  # int() and float() would read other scripts' digits
+            raise ValueError(raw)
         if isinstance(default, bool):
             if raw.lower() in {"1", "true", "yes", "on"}:
                 return True

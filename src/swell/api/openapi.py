@@ -13,7 +13,7 @@ from swell import __version__
 _TIME_PARAM = {
     "in": "query",
     "required": True,
-    "schema": {"type": "string", "pattern": r"^\d{8}(T\d{1,2})?$"},
+    "schema": {"type": "string", "pattern": "^[0-9]{8}(T[0-9]{1,2})?$"},
 }
 
 EXPORT_PATHS: dict[str, Any] = {
