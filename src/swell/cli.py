@@ -22,6 +22,7 @@ from swell import __version__
 from swell.auth import new_credentials
 from swell.backends import metadata_url, open_metadata
 from swell.backends.base import Metadata
+from swell.datadir import make_private
 from swell.errors import ConfigError, SwellError
 from swell.settings import Settings
 from swell.store import Store
@@ -49,7 +50,10 @@ DataDir = Annotated[
 
 
 def _settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
-    return Settings.from_env(data_dir=data_dir, **overrides)
+    """The command's settings; the data directory is made private to its owner first."""
+    settings = Settings.from_env(data_dir=data_dir, **overrides)
+    make_private(settings.data_dir)
+    return settings
 
 
 def _run(coro: Awaitable[T]) -> T:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from swell.errors import ConfigError
 
@@ -31,6 +32,13 @@ class Settings:
     port: int = setting(8080, "Port to listen on")
     trust_forwarded_for: bool = setting(
         False, "Take the client address for ip=$remote from X-Forwarded-For (behind a proxy only)"
+    )
+    public_url: str = setting(
+        "", "Base URL clients reach swell at, for DSAR output urls (default: the listen address)"
+    )
+    trust_forwarded_host: bool = setting(
+        False,
+        "Build DSAR output urls from X-Forwarded-Host/-Proto (behind a proxy that sets them only)",
     )
     part_max_bytes: int = setting(
         128 * 1024 * 1024, "Uncompressed size at which an open hourly part is sealed early"
@@ -62,6 +70,21 @@ class Settings:
     dsar_cost_per_hour: int = setting(
         14_400, "DSAR budget per org per rolling hour (POST costs 8, GET costs 1)"
     )
+
+    def __post_init__(self) -> None:
+        if self.public_url:
+            parsed = urlsplit(self.public_url)
+            if (
+                parsed.scheme not in ("http", "https")
+                or not parsed.netloc
+                or parsed.query
+                or parsed.fragment
+                or not self.public_url.isascii()
+            ):
+                raise ConfigError(
+                    f"SWELL_PUBLIC_URL has value {self.public_url!r}. Expected an absolute "
+                    "http:// or https:// URL without query or fragment, e.g. https://swell.example"
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:

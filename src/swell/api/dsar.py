@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -132,9 +133,43 @@ async def _body(request: Request) -> dict[str, Any]:
         raise BadRequest("Too many form fields") from None
 
 
+#: A forwarded host is used only if it is a plain host name or IP literal, with an optional port.
+_FORWARDED_HOST = re.compile(
+    r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+)
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (recognised, not bound)
+
+
+def public_base(request: Request) -> str:
+    """The base URL of the output urls: never the request's own Host header, which any client
+    (or a cache or proxy passing it through) can set to send users' credentials elsewhere.
+
+    In order: X-Forwarded-Host (and -Proto) when ``trust_forwarded_host`` is on and the value
+    is a well-formed host; ``public_url``; the listen address (the address the connection was
+    accepted on, when swell listens on every interface).
+    """
+    settings = app_state(request).settings
+    if settings.trust_forwarded_host:
+        host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+        if host and _FORWARDED_HOST.fullmatch(host):
+            proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+            scheme = proto if proto in ("http", "https") else request.url.scheme
+            return f"{scheme}://{host.lower()}"
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host, port = settings.host, settings.port
+    if host in _WILDCARDS:
+        server = request.scope.get("server")
+        if server:
+            host, port = str(server[0]), int(server[1] or port)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 def _status(request: Request, found: DsarRequest) -> dict[str, Any]:
     available = _service(request).dsar.downloadable(found)
-    base = f"{str(request.base_url).rstrip('/')}/{_PREFIX}/{found.id}/outputs"
+    base = f"{public_base(request)}/{_PREFIX}/{found.id}/outputs"
     expires = None
     if found.status == "done" and found.expires_at is not None:
         expires = found.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
