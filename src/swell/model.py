@@ -74,6 +74,7 @@ DICT_KEYS: frozenset[str] = frozenset(
 
 TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 #: The first amplitude_id a metadata store hands out (Amplitude's ids are this large too).
 FIRST_AMPLITUDE_ID = 100_000_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -226,6 +227,16 @@ class StateSnapshot:
     devices: dict[str, tuple[int, bool]] = field(default_factory=dict)
     props: dict[int, dict[str, Any]] = field(default_factory=dict)
     groups: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DedupChunk:
+    """insert_id dedup keys first seen in one hour, packed: what ``load_dedup`` gives back."""
+
+    #: Hours since the epoch (UTC) of first sight.
+    hour: int
+    #: The keys as little-endian int64, in no particular order (swell.dedup.pack_keys).
+    keys: bytes
 
 
 @dataclass(slots=True)

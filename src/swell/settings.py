@@ -58,6 +58,11 @@ class Settings:
     identity_cache_entries: int = setting(
         1_000_000, "Users, devices, property states and groups each kept in memory once saved"
     )
+    dedup_max_keys: int = setting(
+        50_000_000,
+        "Most insert_ids the 7-day dedup window holds (about 10.5 bytes each); beyond it the "
+        "oldest hours are forgotten early",
+    )
     export_max_bytes: int = setting(
         4 * 1024**3, "Largest export archive served; larger ranges answer 400"
     )
