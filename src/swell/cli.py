@@ -108,6 +108,7 @@ def _serve(settings: Settings) -> None:
     import uvicorn
 
     from swell.api.app import create_app
+    from swell.api.server import ConnectionLimits, fit_open_files, http_protocol
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # uvicorn shuts down gracefully on SIGTERM/SIGINT (the lifespan seals every open part), then
@@ -115,10 +116,14 @@ def _serve(settings: Settings) -> None:
     # then die by SIGTERM (exit -15) or print a KeyboardInterrupt traceback; exit 0 instead.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_after_shutdown)
+    # Every connection and request is bounded in time, size and number (swell.api.server).
+    limits = ConnectionLimits.from_settings(settings, fit_open_files(settings.max_connections))
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=http_protocol(limits),
+        timeout_keep_alive=settings.http_keep_alive_seconds,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=30,

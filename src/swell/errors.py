@@ -12,6 +12,7 @@ swell's exceptions, one tree for every layer. Each class's docstring is its defa
     + ClientDisconnected           400  the client hung up before its request was read (no one
                                         sees the reply; logged once at info, not as an error)
     + RateLimited                  429  carries retry_after (seconds)
+  x ServiceUnavailable             503  too many requests in progress; carries retry_after
   x StorageError                   503  a dependency failed; the body names its ``cause``
     + BlobStoreUnavailable              cause blob_store: the blob store failed (raised by backends)
       - BlobNotFound                    a blob key does not exist
@@ -102,6 +103,13 @@ class RateLimited(ClientError):
     ) -> None:
         super().__init__(message, **extra)
         self.retry_after = retry_after
+
+
+class ServiceUnavailable(SwellError):
+    """Too many requests in progress; retry shortly."""
+
+    status = 503
+    retry_after = 1
 
 
 class StorageError(SwellError):

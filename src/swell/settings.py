@@ -40,6 +40,22 @@ class Settings:
         False,
         "Build DSAR output urls from X-Forwarded-Host/-Proto (behind a proxy that sets them only)",
     )
+    max_connections: int = setting(
+        1000, "Open connections at most; one more closes the longest-idle one (503 if none is)"
+    )
+    max_concurrent_requests: int = setting(
+        256, "Requests in progress at most; beyond, 503 with Retry-After: 1"
+    )
+    http_keep_alive_seconds: int = setting(
+        5, "How long a connection may idle between requests before it is closed"
+    )
+    http_header_timeout_seconds: float = setting(
+        10.0, "Time for a request's headers, from the connection (or its first byte) on"
+    )
+    http_request_timeout_seconds: float = setting(
+        60.0, "Time to read a whole request, headers and body, from its first byte on"
+    )
+    http_max_header_bytes: int = setting(65536, "Largest request head accepted (431 above)")
     part_max_bytes: int = setting(
         128 * 1024 * 1024, "Uncompressed size at which an open hourly part is sealed early"
     )
