@@ -71,12 +71,11 @@ if mode == "window":
         w.admit(1, batch[i : i + 1000], now_hour * HOUR_MS)
     out["admit_us"] = (time.process_time() - started) / len(batch) * 1e6
 elif mode == "set":
-    lists = [h.tolist() for h in hours]
     before = rss()
     seen, by_hour = set(), {{}}
-    for i, h in enumerate(lists):
+    for i, h in enumerate(hours):
         bucket = by_hour[now_hour - 167 + i] = array("q")
-        for k in h:
+        for k in h.tolist():  # the set holds the only reference to each int, as it did
             seen.add(k)
             bucket.append(k)
     out["bytes"] = rss() - before
@@ -106,8 +105,10 @@ print(json.dumps(out))
 """
 
 
-def _child(mode: str, n: int, data_dir: Path | str = "-") -> dict[str, Any]:
-    code = _CHILD.format(src=str(ROOT / "src"))
+def _child(
+    mode: str, n: int, data_dir: Path | str = "-", src: Path = ROOT / "src"
+) -> dict[str, Any]:
+    code = _CHILD.format(src=str(src))
     done = subprocess.run(
         [PYTHON, "-c", code, mode, str(n), str(data_dir)],
         capture_output=True,
