@@ -39,7 +39,7 @@ def parse_hour(name: str, value: str | None, *, end: bool) -> int:
         raise BadRequest(
             f"Missing required parameter '{name}' (format YYYYMMDDTHH, e.g. 20220101T05)"
         )
-    match = _PARAM.fullmatch(value.strip()) if len(value) <= 12 else None
+    match = _PARAM.fullmatch(value.strip(" \t\r\n")) if len(value) <= 12 else None
     if match is None:
         raise BadRequest(f"Invalid '{name}' value {value[:40]!r}: expected YYYYMMDDTHH or YYYYMMDD")
     year, month, day, hour = match.groups()
