@@ -69,21 +69,22 @@ def test_more_idle_connections_than_fit_do_not_keep_requests_out(
     env = {"SWELL_HTTP_HEADER_TIMEOUT_SECONDS": "600", "SWELL_MAX_CONNECTIONS": "100"}
     server = LiveServer(live_keys[0], env=env, open_files=OPEN_FILES).start()
     project = live_keys[2]
-    with contextlib.ExitStack() as stack:
-        stack.callback(
-            lambda: server.proc is None or server.proc.poll() is not None or server.kill()
-        )
-        idle = [stack.enter_context(_connect(server.port)) for _ in range(IDLE)]
-        for n in range(5):
-            assert httpx.get(f"{server.url}/healthz", timeout=30).status_code == 200
-            resp = _ingest(server, project, n)
-            assert resp.status_code == 200, resp.text
-        # The server closed idle connections to make room, the oldest first (connections
-        # accepted in the same loop turn tie, so the order is checked by halves).
-        closed = {i for i, sock in enumerate(idle) if _closed_by_server(sock) is not None}
-        assert len(closed) >= IDLE - 100
-        assert set(range(IDLE // 2)) <= closed
-    assert server.terminate() == 0
+    try:
+        with contextlib.ExitStack() as stack:
+            idle = [stack.enter_context(_connect(server.port)) for _ in range(IDLE)]
+            for n in range(5):
+                assert httpx.get(f"{server.url}/healthz", timeout=30).status_code == 200
+                resp = _ingest(server, project, n)
+                assert resp.status_code == 200, resp.text
+            # The server closed idle connections to make room, the oldest first (connections
+            # accepted in the same loop turn tie, so the order is checked by halves).
+            closed = {i for i, sock in enumerate(idle) if _closed_by_server(sock) is not None}
+            assert len(closed) >= IDLE - 100
+            assert set(range(IDLE // 2)) <= closed
+        assert server.terminate() == 0
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
 
 
 def test_a_connection_that_sends_nothing_or_trickles_its_head_is_closed(limited):
