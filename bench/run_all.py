@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bench_dedup
 import bench_dsar
 import bench_export
 import bench_ingest
@@ -237,6 +238,7 @@ def render(
     ingest: dict[str, Any],
     export: dict[str, Any],
     dsar: dict[str, Any],
+    dedup: dict[str, Any],
     **ctx: Any,
 ) -> str:
     s, f = ingest["swell"], ingest["floor"]
@@ -366,6 +368,7 @@ def render(
         f"download ({rng['sha256_range'][:16]}...): **{'OK' if rng['ok'] else 'FAILED'}**.",
         "",
         *_dsar_section(dsar),
+        *bench_dedup.section(dedup),
         "## Reproduce",
         "",
         "```",
@@ -374,6 +377,7 @@ def render(
         ".venv/bin/python bench/bench_ingest.py      # one benchmark alone (also --quick)",
         ".venv/bin/python bench/bench_export.py --events 1000000",
         ".venv/bin/python bench/bench_dsar.py --events 1000000   # events per store size",
+        ".venv/bin/python bench/bench_dedup.py --write           # this section alone",
         "```",
         "",
         "Servers run on 127.0.0.1 in temporary data directories under /tmp, which are removed "
@@ -399,6 +403,7 @@ def main() -> None:
     ingest["stages"], ingest["library_floor"] = bench_ingest.stage_costs(quick=args.quick)
     export = bench_export.run(quick=args.quick, events=args.export_events)
     dsar = bench_dsar.run(quick=args.quick, events=args.dsar_events)
+    dedup = bench_dedup.run(quick=args.quick)
     command = "make bench" if not args.quick else ".venv/bin/python bench/run_all.py --quick"
     if args.export_events:
         command += f" (bench/run_all.py --export-events {args.export_events})"
@@ -409,6 +414,7 @@ def main() -> None:
         ingest,
         export,
         dsar,
+        dedup,
         date=date,
         command=command,
         elapsed=time.monotonic() - started,

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -155,8 +156,12 @@ def run_cli(*args: str, data_dir: Path) -> dict[str, Any]:
 class LiveServer:
     """``swell serve`` in its own process, on a free loopback port."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, open_files: int | None = None
+    ) -> None:
         self.data_dir = data_dir
+        #: The server process's open-file limit (soft and hard), if it should differ.
+        self.open_files = open_files
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
@@ -177,6 +182,7 @@ class LiveServer:
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=log,
+            preexec_fn=self._limit_files if self.open_files else None,
         )
         log.close()  # the child holds its own descriptor
         deadline = time.monotonic() + 60
@@ -190,6 +196,10 @@ class LiveServer:
             except httpx.TransportError:
                 time.sleep(0.05)
         raise RuntimeError("swell serve did not become healthy within 60 s")
+
+    def _limit_files(self) -> None:
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     def kill(self) -> None:
         assert self.proc is not None

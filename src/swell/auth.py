@@ -8,7 +8,6 @@ password hash protects guessable secrets; these are not guessable).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import secrets
@@ -61,8 +60,10 @@ def parse_basic(header: str | None) -> tuple[str, str]:
     if scheme.lower() != "basic" or not value or len(value) > 4 * MAX_KEY_LENGTH:
         raise Unauthorized("Invalid credentials: use HTTP Basic auth with api_key:secret_key")
     try:
+        # ValueError covers binascii.Error (not base64), UnicodeDecodeError (not UTF-8) and a
+        # header value with non-ASCII characters (Starlette decodes header bytes as latin-1).
         decoded = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
         raise Unauthorized("Invalid credentials: malformed Basic auth header") from None
     user, sep, password = decoded.partition(":")
     if not sep:

@@ -25,6 +25,7 @@ from swell import __version__
 from swell.auth import NewCredentials, new_credentials
 from swell.backends import metadata_url, open_metadata
 from swell.backends.base import Metadata
+from swell.backends.datadir import make_private
 from swell.errors import ConfigError, Conflict, NotFound, SwellError
 from swell.settings import Settings
 from swell.store import Imported, Store
@@ -58,11 +59,17 @@ Port = Annotated[int | None, typer.Option(help="Port to listen on (env SWELL_POR
 
 
 def _settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from the environment and flags; a bad value exits 2 with one line."""
+    """Settings from the environment and flags (a bad value exits 2 with one line); the data
+    directory is made private to its owner first."""
     try:
-        return Settings.from_env(data_dir=data_dir, **overrides)
+        settings = Settings.from_env(data_dir=data_dir, **overrides)
     except ConfigError as exc:
         _fail(exc.message)
+    try:
+        make_private(settings.data_dir)
+    except OSError as exc:
+        _fail(f"cannot use data directory {settings.data_dir}: {exc.strerror}")
+    return settings
 
 
 def _fail(message: str) -> NoReturn:
@@ -151,6 +158,7 @@ def _serve(settings: Settings) -> None:
     import uvicorn
 
     from swell.api.app import create_app
+    from swell.api.server import ConnectionLimits, fit_open_files, http_protocol
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # uvicorn shuts down gracefully on SIGTERM/SIGINT (the lifespan seals every open part), then
@@ -158,10 +166,14 @@ def _serve(settings: Settings) -> None:
     # then die by SIGTERM (exit -15) or print a KeyboardInterrupt traceback; exit 0 instead.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_after_shutdown)
+    # Every connection and request is bounded in time, size and number (swell.api.server).
+    limits = ConnectionLimits.from_settings(settings, fit_open_files(settings.max_connections))
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=http_protocol(limits),
+        timeout_keep_alive=settings.http_keep_alive_seconds,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=30,

@@ -56,7 +56,7 @@ SCAN_DEPTH = 2
 #: An output's compressed bytes stay in memory up to this size, then spill to a temporary file.
 SPOOL_BYTES = 1024 * 1024
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
 Clock = Callable[[], datetime]
@@ -102,8 +102,12 @@ def parse_params(body: Mapping[str, Any]) -> DsarParams:
     return DsarParams(user_id, amplitude_id, start.isoformat(), end.isoformat())
 
 
+#: Blanks around a field's value are ignored; only ASCII ones (what /openapi.json states).
+_BLANKS = " \t\r\n"
+
+
 def _absent(value: object) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
+    return value is None or (isinstance(value, str) and not value.strip(_BLANKS))
 
 
 def _user_id(value: object) -> str | None:
@@ -123,8 +127,8 @@ def _user_id(value: object) -> str | None:
 def _amplitude_id(value: object) -> int | None:
     if _absent(value):
         return None
-    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
-        value = int(value.strip())
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip(_BLANKS)):
+        value = int(value.strip(_BLANKS))
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_AMPLITUDE_ID:
         raise BadRequest("Invalid amplitudeId: expected a positive integer", field="amplitudeId")
     return value
@@ -133,9 +137,9 @@ def _amplitude_id(value: object) -> int | None:
 def _date(value: object, name: str) -> date:
     if _absent(value):
         raise BadRequest(f"Missing {name}: expected a date YYYY-MM-DD", field=name)
-    if isinstance(value, str) and _DATE.fullmatch(value.strip()):
+    if isinstance(value, str) and _DATE.fullmatch(value.strip(_BLANKS)):
         try:
-            return date.fromisoformat(value.strip())
+            return date.fromisoformat(value.strip(_BLANKS))
         except ValueError:
             pass
     raise BadRequest(f"Invalid {name}: expected a date YYYY-MM-DD", field=name)

@@ -10,7 +10,10 @@ swell's exceptions, one tree for every layer. Each class's docstring is its defa
       - NoData                     404  "Raw data files were not found."
     + Conflict                     409  e.g. deleting a project that still holds data
     + PayloadTooLarge              413
+    + ClientDisconnected           400  the client hung up before its request was read (no one
+                                        sees the reply; logged once at info, not as an error)
     + RateLimited                  429  carries retry_after (seconds)
+  x ServiceUnavailable             503  too many requests in progress; carries retry_after
   x StorageError                   503  a dependency failed; the body names its ``cause``
     + BlobStoreUnavailable              cause blob_store: the blob store failed (raised by backends)
       - BlobNotFound                    a blob key does not exist
@@ -91,6 +94,12 @@ class PayloadTooLarge(ClientError):
     status = 413
 
 
+class ClientDisconnected(ClientError):
+    """The client disconnected before its request body was read."""
+
+    status = 400
+
+
 class RateLimited(ClientError):
     """Too many requests."""
 
@@ -101,6 +110,13 @@ class RateLimited(ClientError):
     ) -> None:
         super().__init__(message, **extra)
         self.retry_after = retry_after
+
+
+class ServiceUnavailable(SwellError):
+    """Too many requests in progress; retry shortly."""
+
+    status = 503
+    retry_after = 1
 
 
 class StorageError(SwellError):

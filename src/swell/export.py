@@ -26,7 +26,8 @@ from swell.ziplayout import Literal, Member, Slice, ZipLayout
 
 MAX_RANGE_HOURS = 365 * 24
 #: Amplitude documents YYYYMMDDTHH; old clients send unpadded hours (T5), which we accept too.
-_PARAM = re.compile(r"^(\d{4})(\d{2})(\d{2})(?:T(\d{1,2}))?$")
+#: ASCII digits only: ``\d`` (and int()) would also take other scripts' digits, e.g. fullwidth.
+_PARAM = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})(?:T([0-9]{1,2}))?")
 _DOS_EPOCH = datetime(1980, 1, 1, tzinfo=UTC)
 CHUNK = 1 << 20
 
@@ -38,14 +39,14 @@ def parse_hour(name: str, value: str | None, *, end: bool) -> int:
         raise BadRequest(
             f"Missing required parameter '{name}' (format YYYYMMDDTHH, e.g. 20220101T05)"
         )
-    match = _PARAM.match(value.strip())
-    if match is None or len(value) > 12:
+    match = _PARAM.fullmatch(value.strip(" \t\r\n")) if len(value) <= 12 else None
+    if match is None:
         raise BadRequest(f"Invalid '{name}' value {value[:40]!r}: expected YYYYMMDDTHH or YYYYMMDD")
     year, month, day, hour = match.groups()
     try:
         date = datetime(int(year), int(month), int(day), tzinfo=UTC)
     except ValueError:
-        raise BadRequest(f"Invalid '{name}' value {value!r}: no such date") from None
+        raise BadRequest(f"Invalid '{name}' value {value[:40]!r}: no such date") from None
     if date.year < 1970:
         raise BadRequest(f"Invalid '{name}' value {value!r}: dates before 1970 are not supported")
     if hour is not None and not 0 <= int(hour) <= 23:

@@ -9,9 +9,7 @@ acknowledged events saw. See docs/compatibility.md#identity for the rules copied
 
 from __future__ import annotations
 
-import hashlib
 import time
-from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,31 +17,25 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from swell.dedup import DEDUP_WINDOW_MS, HOUR_MS, DedupWindow, dedup_key
 from swell.enrich import RequestContext, build_record, new_uuids
-from swell.model import EPOCH, StateChanges, hour_of_ts, parse_ts
+from swell.model import EPOCH, DedupChunk, StateChanges, hour_of_ts, parse_ts
 from swell.userprops import apply_user_properties
 
 if TYPE_CHECKING:
     from swell.backends.base import IdentityStore
 
-DEDUP_WINDOW_MS = 7 * 24 * 3600 * 1000
 #: amplitude_ids reserved from the metadata store at a time (at least one batch's worth).
 AMPLITUDE_ID_BLOCK = 4096
-HOUR_MS = 3600 * 1000
+
+__all__ = ["AMPLITUDE_ID_BLOCK", "DEDUP_WINDOW_MS", "EnrichedBatch", "Identity", "dedup_key"]
+
 _ABSENT = 0
 _EMPTY: dict[str, Any] = {}  # never mutated: apply_user_properties returns new dicts
 
 #: Event types whose user/group properties change state (they are stored as rows too).
 IDENTIFY_EVENT = "$identify"
 GROUP_IDENTIFY_EVENT = "$groupidentify"
-
-
-def dedup_key(project_id: int, device_id: str | None, insert_id: str) -> int:
-    """A stable 64-bit key for (project, device, insert_id): what the dedup window remembers."""
-    text = f"{project_id}\x00{device_id or ''}\x00{insert_id}"
-    return int.from_bytes(
-        hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True
-    )
 
 
 def _ms(dt: datetime) -> int:
@@ -62,7 +54,7 @@ class EnrichedBatch:
 class Identity:
     """Identity state of every project. Owned by the store; not thread-safe."""
 
-    def __init__(self, *, max_cached: int = 1_000_000) -> None:
+    def __init__(self, *, max_cached: int = 1_000_000, max_dedup_keys: int = 50_000_000) -> None:
         #: amplitude_ids reserved from the metadata store and not handed out yet: [next, end).
         self._aid_next = 0
         self._aid_end = 0
@@ -79,13 +71,8 @@ class Identity:
         self._devices: dict[tuple[int, str], tuple[int, bool]] = {}
         self._props: dict[tuple[int, int], dict[str, Any]] = {}
         self._groups: dict[tuple[int, str, str], dict[str, Any]] = {}
-        #: The whole dedup window (one 64-bit key per insert_id), loaded at start-up.
-        self._dedup: set[int] = set()
-        #: The same keys by hour of first sight (8 bytes each), so the window slides an hour at a
-        #: time.
-        self._dedup_hours: dict[int, array[int]] = {}
-        #: Keys not saved yet: (project, first seen ms); saved rows keep the project.
-        self._dirty_dedup: dict[int, tuple[int, int]] = {}
+        #: The insert_id dedup window (swell.dedup), loaded at start-up.
+        self.dedup = DedupWindow(max_dedup_keys)
         self._loaded_props: set[tuple[int, int]] = set()
         self._dirty_users: set[tuple[int, str]] = set()
         self._dirty_devices: set[tuple[int, str]] = set()
@@ -216,18 +203,12 @@ class Identity:
         out = EnrichedBatch()
         lines, aids, uids = out.lines, out.amplitude_ids, out.user_ids
         users, devices, props = self._users, self._devices, self._props
-        seen, dirty_dedup = self._dedup, self._dirty_dedup
-        this_hour = self._hour_bucket(now_ms)
-        first_seen = (project, now_ms)
+        fresh = self.dedup.admit(project, dedup_keys, now_ms)
         processed = ctx.server_upload
         dumps = orjson.dumps
-        for event, dkey, uuid in zip(events, dedup_keys, new_uuids(len(events)), strict=True):
-            if dkey is not None:
-                if dkey in seen:
-                    continue
-                seen.add(dkey)
-                dirty_dedup[dkey] = first_seen
-                this_hour.append(dkey)
+        for event, new, uuid in zip(events, fresh, new_uuids(len(events)), strict=True):
+            if not new:
+                continue
             get = event.get
             uid = get("user_id")
             did = get("device_id")
@@ -393,8 +374,7 @@ class Identity:
             if seen < window_start:
                 return
             key = dedup_key(project, did if isinstance(did, str) else None, insert_id)
-            if self._remember(key, seen):
-                self._dirty_dedup[key] = (project, seen)
+            self.dedup.remember(project, key, seen)
 
     @staticmethod
     def _set(cache: dict[Any, Any], dirty: set[Any], key: Any, value: Any, overwrite: bool) -> None:
@@ -429,7 +409,7 @@ class Identity:
             + len(self._dirty_devices)
             + len(self._dirty_props)
             + len(self._dirty_groups)
-            + len(self._dirty_dedup)
+            + self.dedup.dirty
         )
 
     def take_changes(self, lsn: int) -> StateChanges:
@@ -441,13 +421,12 @@ class Identity:
         changes.groups = [
             (p, t, v, orjson.dumps(self._groups[(p, t, v)])) for p, t, v in self._dirty_groups
         ]
-        changes.dedup = [(p, k, ms) for k, (p, ms) in self._dirty_dedup.items()]
+        changes.dedup = self.dedup.take_dirty()
         for dirty in (
             self._dirty_users,
             self._dirty_devices,
             self._dirty_props,
             self._dirty_groups,
-            self._dirty_dedup,
         ):
             dirty.clear()
         return changes
@@ -459,24 +438,7 @@ class Identity:
         self._dirty_devices.update((p, d) for p, d, _, _ in changes.devices)
         self._dirty_props.update((p, a) for p, a, _ in changes.props)
         self._dirty_groups.update((p, t, v) for p, t, v, _ in changes.groups)
-        for project, key, seen_ms in changes.dedup:
-            self._dirty_dedup.setdefault(key, (project, seen_ms))
-
-    def _remember(self, key: int, seen_ms: int) -> bool:
-        """Add an insert_id first seen at ``seen_ms`` to the window; False if already there (the
-        window counts from the first occurrence)."""
-        if key in self._dedup:
-            return False
-        self._dedup.add(key)
-        self._hour_bucket(seen_ms).append(key)
-        return True
-
-    def _hour_bucket(self, ms: int) -> array[int]:
-        hour = ms // HOUR_MS
-        bucket = self._dedup_hours.get(hour)
-        if bucket is None:
-            bucket = self._dedup_hours[hour] = array("q")
-        return bucket
+        self.dedup.restore_dirty(changes.dedup)
 
     def _window_start(self) -> int:
         """Epoch ms before which an insert_id no longer deduplicates (cached for a minute)."""
@@ -486,10 +448,9 @@ class Identity:
             self._window_cutoff = int(time.time() * 1000) - DEDUP_WINDOW_MS
         return self._window_cutoff
 
-    def load_dedup(self, rows: Iterable[tuple[int, int, int]]) -> None:
-        """Take the saved dedup window: (project, key, seen_ms) rows (start-up only)."""
-        for _project, key, seen_ms in rows:
-            self._remember(key, seen_ms)
+    def load_dedup(self, chunks: Iterable[DedupChunk]) -> None:
+        """Take the saved dedup window (start-up only)."""
+        self.dedup.load(chunks)
 
     def evict(self) -> int:
         """Drop saved (clean) cached state beyond ``max_cached`` entries per map, oldest first
@@ -528,17 +489,11 @@ class Identity:
     def forget_dedup_before(self, before_ms: int) -> int:
         """Drop insert_ids first seen in hours wholly before ``before_ms`` (they can no longer
         match); returns how many were dropped."""
-        dropped = 0
-        last_hour = before_ms // HOUR_MS  # keys of this hour may still be inside the window
-        for hour in [h for h in self._dedup_hours if h < last_hour]:
-            bucket = self._dedup_hours.pop(hour)
-            self._dedup.difference_update(bucket)
-            dropped += len(bucket)
-        return dropped
+        return self.dedup.expire(before_ms)
 
     @property
     def dedup_window_size(self) -> int:
-        return len(self._dedup)
+        return len(self.dedup)
 
 
 def _group_pairs(groups: object) -> Iterable[tuple[str, list[str]]]:

@@ -182,7 +182,9 @@ def _gunzip(data: bytes, max_bytes: int) -> bytes:
                     raise PayloadTooLarge()
                 out.append(chunk)
                 pending = inflater.unconsumed_tail
-                if not chunk and not pending:
+                # A member may inflate to nothing (gzip of b""), so only input running out
+                # before the member's end means the body was cut short.
+                if not chunk and not pending and not inflater.eof:
                     raise BadRequest("Invalid gzip request body: truncated")
             data = inflater.unused_data
             if not data.strip(b"\x00"):  # trailing zero padding is tolerated, as gzip(1) does

@@ -74,6 +74,7 @@ DICT_KEYS: frozenset[str] = frozenset(
 
 TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 #: The first amplitude_id a metadata store hands out (Amplitude's ids are this large too).
 FIRST_AMPLITUDE_ID = 100_000_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -122,6 +123,8 @@ def hour_of_ts(value: str) -> int:
         prefix = value[:13]
         hour = _HOURS.get(prefix)
         if hour is None:
+            if not prefix.isascii():  # int() would read other scripts' digits
+                raise ValueError(f"not an ASCII timestamp: {value[:40]!r}")
             hour_of_day = int(value[11:13])
             if not 0 <= hour_of_day <= 23:
                 raise ValueError(f"hour out of range in {value!r}")
@@ -243,6 +246,16 @@ class StateSnapshot:
     devices: dict[str, tuple[int, bool]] = field(default_factory=dict)
     props: dict[int, dict[str, Any]] = field(default_factory=dict)
     groups: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DedupChunk:
+    """insert_id dedup keys first seen in one hour, packed: what ``load_dedup`` gives back."""
+
+    #: Hours since the epoch (UTC) of first sight.
+    hour: int
+    #: The keys as little-endian int64, in no particular order (swell.dedup.pack_keys).
+    keys: bytes
 
 
 @dataclass(slots=True)

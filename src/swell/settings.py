@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from swell.errors import ConfigError
 
@@ -32,6 +33,40 @@ class Settings:
     port: int = setting(8080, "Port to listen on", min=1, max=65535)
     trust_forwarded_for: bool = setting(
         False, "Take the client address for ip=$remote from X-Forwarded-For (behind a proxy only)"
+    )
+    public_url: str = setting(
+        "", "Base URL clients reach swell at, for DSAR output urls (default: the listen address)"
+    )
+    trust_forwarded_host: bool = setting(
+        False,
+        "Build DSAR output urls from X-Forwarded-Host/-Proto (behind a proxy that sets them only)",
+    )
+    max_connections: int = setting(
+        1000,
+        "Open connections at most; one more closes the longest-idle one (503 if none is)",
+        min=1,
+        max=1_000_000,
+    )
+    max_concurrent_requests: int = setting(
+        256, "Requests in progress at most; beyond, 503 with Retry-After: 1", min=1
+    )
+    http_keep_alive_seconds: int = setting(
+        5, "How long a connection may idle between requests before it is closed", min=1, max=3600
+    )
+    http_header_timeout_seconds: float = setting(
+        10.0,
+        "Time for a request's headers, from the connection (or its first byte) on",
+        min=0.1,
+        max=3600,
+    )
+    http_request_timeout_seconds: float = setting(
+        60.0,
+        "Time to read a whole request, headers and body, from its first byte on",
+        min=0.1,
+        max=86400,
+    )
+    http_max_header_bytes: int = setting(
+        65536, "Largest request head accepted (431 above)", min=1024, max=1024 * 1024
     )
     part_max_bytes: int = setting(
         128 * 1024 * 1024,
@@ -72,6 +107,12 @@ class Settings:
         min=0,
         max=100_000,
     )
+    dedup_max_keys: int = setting(
+        50_000_000,
+        "Most insert_ids the 7-day dedup window holds (about 10.5 bytes each); beyond it the "
+        "oldest hours are forgotten early",
+        min=1000,
+    )
     export_max_bytes: int = setting(
         4 * 1024**3, "Largest export archive served; larger ranges answer 400", min=1
     )
@@ -104,6 +145,19 @@ class Settings:
                 raise ConfigError(
                     f"SWELL_{f.name.upper()} has value {value!r}: it must be {bounds}."
                 )
+        if self.public_url:
+            parsed = urlsplit(self.public_url)
+            if (
+                parsed.scheme not in ("http", "https")
+                or not parsed.netloc
+                or parsed.query
+                or parsed.fragment
+                or not self.public_url.isascii()
+            ):
+                raise ConfigError(
+                    f"SWELL_PUBLIC_URL has value {self.public_url!r}. Expected an absolute "
+                    "http:// or https:// URL without query or fragment, e.g. https://swell.example"
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
@@ -123,6 +177,8 @@ class Settings:
 
 def _convert(name: str, raw: str, default: Any) -> Any:
     try:
+        if isinstance(default, int | float) and not raw.isascii():
+            raise ValueError(raw)  # int() and float() would read other scripts' digits
         if isinstance(default, bool):
             if raw.lower() in {"1", "true", "yes", "on"}:
                 return True

@@ -52,7 +52,9 @@ class Store:
         self.meta = backends.meta
         self.blobs = backends.blobs
         self.log = backends.log
-        self.identity = Identity(max_cached=settings.identity_cache_entries)
+        self.identity = Identity(
+            max_cached=settings.identity_cache_entries, max_dedup_keys=settings.dedup_max_keys
+        )
         self.sealer = Sealer(self.meta, self.blobs, self.log, block_bytes=settings.block_bytes)
         self._state_lsn = 0
         self._last_checkpoint = time.monotonic()

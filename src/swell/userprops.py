@@ -29,8 +29,9 @@ _OPERATIONS: Final = frozenset(OPERATIONS)
 
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
-# JSON-number syntax only: Python's int()/float() also accept "1_000", " nan", "infinity".
-_NUMERIC: Final = re.compile(r"-?(?:0|[1-9]\d{0,30})(?:\.\d+)?(?:[eE][+-]?\d{1,3})?")
+# JSON-number syntax only, in ASCII digits: Python's int()/float() also accept "1_000", " nan",
+# "infinity" and other scripts' digits ("١٢").
+_NUMERIC: Final = re.compile(r"-?(?:0|[1-9][0-9]{0,30})(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,3})?")
 
 
 def apply_user_properties(state: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from swell.api.app import create_app
 from swell.api.dsar import OPENAPI_PATHS, DsarService
 from swell.auth import new_credentials
 from swell.backends.base import BlobStore
-from swell.errors import StorageError
+from swell.errors import ConfigError, StorageError
 from swell.generate import generate_records
 from swell.jobs import LEASE
 from swell.model import EXPORT_KEYS, BlobInfo
@@ -290,12 +290,12 @@ def test_seed_example_client_flow_against_live_server(tmp_path: Path) -> None:
     OUTPUT_DIR = tmp_path / "out"
     OUTPUT_DIR.mkdir()
 
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), lifespan="on", log_level="warning")
-    )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    # The output urls name the listen address, as `swell serve` would.
+    app = create_app(settings.replace(port=port))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -387,9 +387,54 @@ def test_urls_are_absolute_and_count_from_zero(client, world):
     auth = world.acme.auth
     request_id = create(client, auth, **ALICE)
     status = wait(client, auth, request_id)
+    # The listen address (the test app's default settings), not the request's Host.
     assert status["urls"] == [
-        f"http://testserver/api/2/dsar/requests/{request_id}/outputs/{n}" for n in range(3)
+        f"http://127.0.0.1:8080/api/2/dsar/requests/{request_id}/outputs/{n}" for n in range(3)
     ]
+
+
+def _urls(client: TestClient, world: World, headers: dict[str, Any]) -> list[str]:
+    auth = world.acme.auth
+    request_id = create(client, auth, **ALICE)
+    wait(client, auth, request_id)
+    response = client.get(f"{REQUESTS}/{request_id}", auth=auth, headers=headers)
+    assert response.status_code == 200
+    urls: list[str] = response.json()["urls"]
+    assert len(urls) == 3
+    return urls
+
+
+def test_urls_never_follow_the_requests_host_header(client, world):
+    spoofed = {"Host": "attacker.example:1", "X-Forwarded-Host": "attacker.example"}
+    for url in _urls(client, world, spoofed):
+        assert url.startswith("http://127.0.0.1:8080/api/2/dsar/requests/"), url
+
+
+def test_urls_use_the_configured_public_url(world, clock):
+    settings = world.settings.replace(public_url="https://swell.example/base/")
+    with start_client(settings, clock) as c:
+        urls = _urls(c, world, {"Host": "attacker.example:1"})
+    assert all(u.startswith("https://swell.example/base/api/2/dsar/requests/") for u in urls)
+
+
+def test_forwarded_host_and_proto_count_only_behind_a_trusted_proxy(world, clock):
+    settings = world.settings.replace(public_url="https://swell.example", trust_forwarded_host=True)
+    forwarded = {"X-Forwarded-Host": "data.example.org:8443", "X-Forwarded-Proto": "https"}
+    with start_client(settings, clock) as c:
+        urls = _urls(c, world, forwarded)
+        assert all(u.startswith("https://data.example.org:8443/api/2/dsar/") for u in urls)
+        # A forwarded value that is not a host is ignored: the public URL is used.
+        for bad in [b"evil.example/path", b"a b", b"user@evil.example", "\u00e9vil".encode()]:
+            urls = _urls(c, world, {"X-Forwarded-Host": bad})
+            assert all(u.startswith("https://swell.example/api/2/dsar/") for u in urls), bad
+
+
+@pytest.mark.parametrize(
+    "value", ["swell.example", "ftp://swell.example", "https://", "https://x.example/?a=1"]
+)
+def test_a_public_url_that_is_not_an_http_base_url_is_refused(value):
+    with pytest.raises(ConfigError, match="SWELL_PUBLIC_URL"):
+        Settings.from_env({"SWELL_PUBLIC_URL": value})
 
 
 def test_status_has_every_field_with_explicit_nulls(client, world):

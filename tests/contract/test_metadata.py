@@ -15,7 +15,7 @@ import pytest
 
 from swell.backends.base import Metadata
 from swell.errors import AlreadyExists, Conflict, NotFound
-from swell.model import IndexEntry, Part, StateChanges
+from swell.model import DedupChunk, IndexEntry, Part, StateChanges
 from tests.contract.conftest import Opener
 
 T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
@@ -185,13 +185,30 @@ async def test_amplitude_id_blocks_are_disjoint_and_above_every_floor(meta: Meta
     assert next_id >= 10**13 + 1
 
 
-async def test_the_dedup_window_is_kept_by_day_and_pruned_by_day(meta: Metadata) -> None:
-    day = 86_400_000
-    rows = [(1, 11, 3 * day + 5), (1, 12, 4 * day + 5), (2, 13, 4 * day + 9)]
+async def test_the_dedup_window_is_kept_by_hour_and_pruned_by_hour(meta: Metadata) -> None:
+    hour = 3_600_000
+
+    def keys(chunks: list[DedupChunk]) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for chunk in chunks:
+            out.setdefault(chunk.hour, []).extend(array_of(chunk.keys))
+        return {h: sorted(v) for h, v in out.items()}
+
+    rows = [(1, 11, 3 * hour + 5), (1, 12, 4 * hour + 5), (2, 13, 4 * hour + 9)]
     await meta.save_state(StateChanges(dedup=rows, lsn=1))
-    assert sorted(await meta.load_dedup(4 * day)) == rows[1:]
-    assert await meta.prune_dedup(4 * day) == 1  # day 3 went whole
-    assert sorted(await meta.load_dedup(0)) == rows[1:]
+    # A later checkpoint adds to an hour already saved: the hour holds both.
+    await meta.save_state(StateChanges(dedup=[(1, -(2**63), 4 * hour + 20)], lsn=2))
+    wanted = {4: [-(2**63), 12, 13]}
+    assert keys(await meta.load_dedup(4 * hour)) == wanted
+    assert await meta.prune_dedup(4 * hour) == 1  # hour 3 went whole
+    assert keys(await meta.load_dedup(0)) == wanted
+
+
+def array_of(packed: bytes) -> list[int]:
+    """Keys as DedupChunk packs them (little-endian int64)."""
+    return [
+        int.from_bytes(packed[i : i + 8], "little", signed=True) for i in range(0, len(packed), 8)
+    ]
 
 
 # -- DSAR requests -------------------------------------------------------------------------------
@@ -271,6 +288,8 @@ async def test_only_an_empty_project_can_be_deleted(meta: Metadata) -> None:
     with pytest.raises(NotFound):
         await meta.delete_project(empty)
     assert await meta.find_key("pk1") is not None
+    # A deleted project's id is not given again (its insert_ids may be in a dedup window).
+    assert await meta.create_project("next", org, "pk3", "h") == empty + 1
 
 
 async def test_import_keys_are_kept_per_hour_with_their_part(meta: Metadata) -> None:

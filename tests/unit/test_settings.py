@@ -30,7 +30,13 @@ def test_environment_overrides_defaults_and_flags_override_environment():
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("SWELL_PORT", "abc"), ("SWELL_PORT", "-1"), ("SWELL_TRUST_FORWARDED_FOR", "maybe")],
+    [
+        ("SWELL_PORT", "abc"),
+        ("SWELL_PORT", "-1"),
+        ("SWELL_PORT", "\u0668\u0660\u0668\u0660"),  # Arabic-Indic digits, which int() reads
+        ("SWELL_SEAL_CHECK_SECONDS", "\uff15"),
+        ("SWELL_TRUST_FORWARDED_FOR", "maybe"),
+    ],
 )
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):

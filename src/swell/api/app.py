@@ -11,6 +11,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from swell.api import dsar, export, health, ingest, openapi, render
+from swell.api.server import ConcurrencyLimit
 from swell.api.state import AppState
 from swell.auth import Authenticator
 from swell.backends import Backends
@@ -47,10 +48,12 @@ def create_app(
         ],
         lifespan=lifespan,
         middleware=[
+            # Beyond this many requests in progress, 503 at once (swell.api.server).
+            Middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests),
             # Browser SDKs post events cross-origin, as they do to Amplitude.
             Middleware(
                 CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]
-            )
+            ),
         ],
         exception_handlers={
             SwellError: render.swell_error,

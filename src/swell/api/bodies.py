@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
 
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from swell.errors import BadRequest, PayloadTooLarge
+from swell.errors import BadRequest, ClientDisconnected, PayloadTooLarge
+
+logger = logging.getLogger("swell.api")
 
 
 async def read_body(request: Request, limit: int, message: str | None = None) -> bytes:
@@ -17,15 +20,25 @@ async def read_body(request: Request, limit: int, message: str | None = None) ->
     The bound applies to the bytes as they arrive, whether or not a length was declared.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(message)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(message)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(message)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # A client abort, not a server fault: one line, no traceback (nobody reads the reply).
+        logger.info(
+            "%s %s: the client disconnected after %d body bytes",
+            request.method,
+            request.url.path,
+            size,
+        )
+        raise ClientDisconnected() from None
     return b"".join(chunks)
 
 

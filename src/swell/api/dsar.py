@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,8 @@ POST_COST = 8
 GET_COST = 1
 #: Largest create-request body accepted (413 above).
 MAX_BODY_BYTES = 16 * 1024
+#: Fields a form-encoded or multipart create request may carry (400 above).
+MAX_FORM_FIELDS = 16
 #: Request and output ids are positive 63-bit integers.
 _MAX_ID_DIGITS = 18
 _PREFIX = "api/2/dsar/requests"
@@ -112,7 +115,7 @@ async def _body(request: Request) -> dict[str, Any]:
     )
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        return await parse_multipart(request.headers, raw, max_fields=16)
+        return await parse_multipart(request.headers, raw, max_fields=MAX_FORM_FIELDS)
     is_json = content_type == "application/json" or content_type.endswith("+json")
     if is_json or (not content_type and raw.lstrip()[:1] == b"{"):
         try:
@@ -127,14 +130,48 @@ async def _body(request: Request) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise BadRequest("Request body is not UTF-8") from None
     try:
-        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=16))
+        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS))
     except ValueError:  # more than max_num_fields fields
         raise BadRequest("Too many form fields") from None
 
 
+#: A forwarded host is used only if it is a plain host name or IP literal, with an optional port.
+_FORWARDED_HOST = re.compile(
+    r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+)
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (recognised, not bound)
+
+
+def public_base(request: Request) -> str:
+    """The base URL of the output urls: never the request's own Host header, which any client
+    (or a cache or proxy passing it through) can set to send users' credentials elsewhere.
+
+    In order: X-Forwarded-Host (and -Proto) when ``trust_forwarded_host`` is on and the value
+    is a well-formed host; ``public_url``; the listen address (the address the connection was
+    accepted on, when swell listens on every interface).
+    """
+    settings = app_state(request).settings
+    if settings.trust_forwarded_host:
+        host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+        if host and _FORWARDED_HOST.fullmatch(host):
+            proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+            scheme = proto if proto in ("http", "https") else request.url.scheme
+            return f"{scheme}://{host.lower()}"
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host, port = settings.host, settings.port
+    if host in _WILDCARDS:
+        server = request.scope.get("server")
+        if server:
+            host, port = str(server[0]), int(server[1] or port)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 def _status(request: Request, found: DsarRequest) -> dict[str, Any]:
     available = _service(request).dsar.downloadable(found)
-    base = f"{str(request.base_url).rstrip('/')}/{_PREFIX}/{found.id}/outputs"
+    base = f"{public_base(request)}/{_PREFIX}/{found.id}/outputs"
     expires = None
     if found.status == "done" and found.expires_at is not None:
         expires = found.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -256,36 +293,51 @@ _REQUEST_ID = {
     "schema": {"type": "integer", "minimum": 1},
     "description": "The id returned by the create call.",
 }
+_BLANK = "[ \t\r\n]*"
+_PRESENT = {"not": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": f"^{_BLANK}$"}]}}
+#: What parse_params accepts, no stricter (a value that matches can still be refused, e.g. an
+#: amplitudeId above int64 or 2024-02-30): blanks around values are ignored, an empty or null
+#: field counts as absent.
+_CREATE_FIELDS: dict[str, dict[str, Any]] = {
+    "userId": {
+        "type": ["string", "integer", "null"],
+        "maxLength": 1024,
+        "description": "Required unless amplitudeId is set. Covers every amplitude_id "
+        "linked to this user id in each project of the org.",
+    },
+    "amplitudeId": {
+        "type": ["integer", "string", "null"],
+        "minimum": 1,
+        "maximum": MAX_AMPLITUDE_ID,
+        "pattern": f"^{_BLANK}([0-9]{{1,19}}{_BLANK})?$",
+        "description": "Required unless userId is set. A positive int64, or its digits as a "
+        "string (at most 19). An empty value counts as absent.",
+    },
+    "startDate": {
+        "type": "string",
+        "pattern": f"^{_BLANK}[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}{_BLANK}$",
+        "description": "First day (UTC) of event_time included, YYYY-MM-DD.",
+    },
+    "endDate": {
+        "type": "string",
+        "pattern": f"^{_BLANK}[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}{_BLANK}$",
+        "description": "Last day (UTC) of event_time included, YYYY-MM-DD; not before startDate.",
+    },
+}
 _CREATE_BODY = {
     "type": "object",
     "required": ["startDate", "endDate"],
-    "anyOf": [{"required": ["userId"]}, {"required": ["amplitudeId"]}],
-    "properties": {
-        "userId": {
-            "type": ["string", "integer"],
-            "maxLength": 1024,
-            "description": "Required unless amplitudeId is set. Covers every amplitude_id "
-            "linked to this user id in each project of the org.",
-        },
-        "amplitudeId": {
-            "type": ["integer", "string"],
-            "minimum": 1,
-            "maximum": MAX_AMPLITUDE_ID,
-            "pattern": "^[1-9][0-9]{0,17}$",
-            "description": "Required unless userId is set. A positive integer (numeric strings "
-            "are accepted). An empty value counts as absent.",
-        },
-        "startDate": {
-            "type": "string",
-            "format": "date",
-            "description": "First day (UTC) of event_time included.",
-        },
-        "endDate": {
-            "type": "string",
-            "format": "date",
-            "description": "Last day (UTC) of event_time included; not before startDate.",
-        },
-    },
+    "anyOf": [
+        {"required": ["userId"], "properties": {"userId": _PRESENT}},
+        {"required": ["amplitudeId"], "properties": {"amplitudeId": _PRESENT}},
+    ],
+    "properties": _CREATE_FIELDS,
+}
+#: Forms carry at most 16 fields (MAX_FORM_FIELDS), and every value is text.
+_FORM_BODY = {
+    **_CREATE_BODY,
+    "maxProperties": MAX_FORM_FIELDS,
+    "properties": {name: {**schema, "type": "string"} for name, schema in _CREATE_FIELDS.items()},
 }
 _STATUS = {
     "type": "object",
@@ -336,8 +388,8 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "required": True,
                 "content": {
                     "application/json": {"schema": _CREATE_BODY},
-                    "application/x-www-form-urlencoded": {"schema": _CREATE_BODY},
-                    "multipart/form-data": {"schema": _CREATE_BODY},
+                    "application/x-www-form-urlencoded": {"schema": _FORM_BODY},
+                    "multipart/form-data": {"schema": _FORM_BODY},
                 },
             },
             "responses": {

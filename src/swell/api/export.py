@@ -12,31 +12,46 @@ from starlette.routing import Route
 from swell.api.state import app_state
 from swell.errors import StorageError
 from swell.export import parse_range, plan_export, stream_export
+from swell.model import hour_start
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.ASCII)
+#: A Range header longer than this is ignored (served whole), never parsed.
+MAX_RANGE_HEADER = 256
+#: A position with more digits than this is past the end of any archive (2**63 has 19 digits).
+#: Bounding it keeps a hostile header away from Python's int-conversion limit.
+_MAX_POSITION_DIGITS = 19
+_BEYOND = 10**_MAX_POSITION_DIGITS
+
+
+def _position(digits: str) -> int:
+    return int(digits) if len(digits) <= _MAX_POSITION_DIGITS else _BEYOND
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     """(first, last) inclusive for a single satisfiable range, None to serve everything,
     or "unsatisfiable"."""
-    if not header:
+    if not header or len(header) > MAX_RANGE_HEADER:
         return None
-    match = _RANGE.match(header.strip())
+    match = _RANGE.fullmatch(header.strip())
     if match is None:
         return None  # multi-range or malformed: RFC 9110 lets us ignore Range
     first_s, last_s = match.groups()
     if not first_s and not last_s:
         return None
     if not first_s:  # suffix range: the last N bytes
-        length = int(last_s)
+        length = _position(last_s)
         if length == 0:
             return "unsatisfiable"
         return max(0, size - length), size - 1
-    first = int(first_s)
-    last = min(int(last_s), size - 1) if last_s else size - 1
+    first = _position(first_s)
+    last = min(_position(last_s), size - 1) if last_s else size - 1
     if first >= size or last < first:
         return "unsatisfiable"
     return first, last
+
+
+def _param(hour: int) -> str:
+    return f"{hour_start(hour):%Y%m%dT%H}"
 
 
 async def export(request: Request) -> Response:
@@ -60,13 +75,13 @@ async def export(request: Request) -> Response:
         found = (await state.store.blobs.head(name)).size
         if found != part.size:
             raise StorageError(f"blob {name!r} has {found} bytes, the catalog says {part.size}")
-    q = request.query_params
+    # The name is built from the parsed hours, never from the raw parameters: a header can carry
+    # only latin-1, and echoing client input into it would let the client shape the header.
+    name = f"{principal.project_id}_{_param(start_hour)}_{_param(end_hour)}.zip"
     headers: dict[str, Any] = {
         "ETag": plan.etag,
         "Accept-Ranges": "bytes",
-        "Content-Disposition": (
-            f'attachment; filename="{principal.project_id}_{q["start"]}_{q["end"]}.zip"'
-        ),
+        "Content-Disposition": f'attachment; filename="{name}"',
         "Cache-Control": "private, no-cache",
     }
     wanted = _byte_range(request.headers.get("range"), plan.size)

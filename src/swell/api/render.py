@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from swell.errors import RateLimited, StorageError, SwellError, Unauthorized
+from swell.errors import RateLimited, ServiceUnavailable, StorageError, SwellError, Unauthorized
 
 logger = logging.getLogger("swell.api")
 
@@ -27,7 +27,7 @@ def _headers(exc: SwellError) -> dict[str, str]:
     headers: dict[str, str] = {}
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = 'Basic realm="swell"'
-    if isinstance(exc, RateLimited | StorageError):
+    if isinstance(exc, RateLimited | StorageError | ServiceUnavailable):
         headers["Retry-After"] = str(exc.retry_after)
     return headers
 

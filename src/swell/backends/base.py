@@ -27,6 +27,7 @@ from typing import Protocol, runtime_checkable
 from swell.model import (
     BlobInfo,
     Charge,
+    DedupChunk,
     DsarRequest,
     Frame,
     IndexEntry,
@@ -191,14 +192,16 @@ class IdentityStore(Protocol):
         ``floor``; returns the first."""
         ...
 
-    async def load_dedup(self, since_ms: int) -> list[tuple[int, int, int]]:
-        """Every (project_id, dedup key, seen_ms) seen since ``since_ms``: the dedup window, which
-        identity keeps in memory (so ingestion never looks insert_ids up one by one)."""
+    async def load_dedup(self, since_ms: int) -> list[DedupChunk]:
+        """The dedup keys saved (``StateChanges.dedup``) in hours that end after ``since_ms``,
+        as packed arrays per hour: the dedup window, which swell.dedup keeps in memory (so
+        ingestion never looks insert_ids up one by one). A store may return several chunks for
+        one hour; a start-up load must cost a copy per key, not an object per key."""
         ...
 
     async def prune_dedup(self, before_ms: int) -> int:
-        """Forget insert_ids seen before ``before_ms`` (whole days at a time); returns how many
-        units (days) were dropped."""
+        """Forget dedup keys of hours that end at or before ``before_ms`` (whole hours at a
+        time); returns how many units (hours) were dropped."""
         ...
 
 

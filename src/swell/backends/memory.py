@@ -10,6 +10,8 @@ what makes a call here a transaction.
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,10 +30,11 @@ from swell.errors import (
     NotFound,
 )
 from swell.model import (
-    DAY_MS,
     FIRST_AMPLITUDE_ID,
+    HOUR_MS,
     BlobInfo,
     Charge,
+    DedupChunk,
     DsarRequest,
     IndexEntry,
     Job,
@@ -78,6 +81,8 @@ class _MetaState:
 
     orgs: dict[int, tuple[str, str]] = field(default_factory=dict)
     projects: dict[int, tuple[int, str, str]] = field(default_factory=dict)
+    #: A deleted project's id is never given again (its insert_ids may still be in dedup windows).
+    last_deleted_project: int = 0
     keys: dict[str, Principal] = field(default_factory=dict)
     parts: dict[int, dict[tuple[int, int], Part]] = field(default_factory=dict)
     part_seqs: dict[tuple[int, int], int] = field(default_factory=dict)
@@ -92,7 +97,8 @@ class _MetaState:
     groups: dict[tuple[int, str, str], bytes] = field(default_factory=dict)
     state_lsn: int = 0
     next_amplitude_id: int = FIRST_AMPLITUDE_ID
-    dedup: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)
+    #: hour of first sight -> dedup keys saved in it
+    dedup: dict[int, list[int]] = field(default_factory=dict)
     charges: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     dsars: dict[int, DsarRequest] = field(default_factory=dict)
     jobs: dict[int, _Job] = field(default_factory=dict)
@@ -138,7 +144,7 @@ class MemoryMetadata:
             raise NotFound(f"org {org_id} does not exist")
         if api_key in s.keys:
             raise AlreadyExists(f"metadata conflict: api key {api_key[:8]}... exists")
-        project_id = max(s.projects, default=0) + 1
+        project_id = max(max(s.projects, default=0), s.last_deleted_project) + 1
         s.projects[project_id] = (org_id, name, _now())
         s.keys[api_key] = Principal(org_id, project_id, secret_hash)
         return project_id
@@ -203,12 +209,11 @@ class MemoryMetadata:
         for table in tables:
             for key in [k for k in table if k[0] == project_id]:
                 del table[key]
-        for rows in s.dedup.values():
-            rows[:] = [row for row in rows if row[0] != project_id]
         for api_key in [k for k, p in s.keys.items() if p.project_id == project_id]:
             del s.keys[api_key]
         s.parts.pop(project_id, None)
         del s.projects[project_id]
+        s.last_deleted_project = max(s.last_deleted_project, project_id)
 
     # -- catalog and user index -----------------------------------------------------------------
 
@@ -326,8 +331,8 @@ class MemoryMetadata:
             s.props[(project_id, aid)] = props
         for project_id, gtype, gvalue, props in changes.groups:
             s.groups[(project_id, gtype, gvalue)] = props
-        for row in changes.dedup:
-            s.dedup.setdefault(row[2] // DAY_MS, []).append(row)
+        for _project, key, seen_ms in changes.dedup:
+            s.dedup.setdefault(seen_ms // HOUR_MS, []).append(key)
         s.state_lsn = max(s.state_lsn, changes.lsn)
         s.next_amplitude_id = max(s.next_amplitude_id, changes.next_amplitude_id)
 
@@ -341,21 +346,16 @@ class MemoryMetadata:
         s.next_amplitude_id = first + count
         return first
 
-    async def load_dedup(self, since_ms: int) -> list[tuple[int, int, int]]:
+    async def load_dedup(self, since_ms: int) -> list[DedupChunk]:
         s = self._state()
-        return [
-            row
-            for day in sorted(s.dedup)
-            if day >= since_ms // DAY_MS
-            for row in s.dedup[day]
-            if row[2] >= since_ms
-        ]
+        first = since_ms // HOUR_MS  # hours that end after since_ms
+        return [DedupChunk(h, _pack_keys(s.dedup[h])) for h in sorted(s.dedup) if h >= first]
 
     async def prune_dedup(self, before_ms: int) -> int:
         s = self._state()
-        stale = [day for day in s.dedup if (day + 1) * DAY_MS <= before_ms]
-        for day in stale:
-            del s.dedup[day]
+        stale = [hour for hour in s.dedup if hour < before_ms // HOUR_MS]
+        for hour in stale:
+            del s.dedup[hour]
         return len(stale)
 
     # -- budgets ----------------------------------------------------------------------------------
@@ -580,3 +580,11 @@ class MemoryBlobStore:
 if TYPE_CHECKING:
     _m: type[Metadata] = MemoryMetadata
     _b: type[BlobStore] = MemoryBlobStore
+
+
+def _pack_keys(keys: list[int]) -> bytes:
+    """Dedup keys as DedupChunk carries them: little-endian int64."""
+    packed = array("q", keys)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,7 +25,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from swell import model
 from swell.errors import AlreadyExists, Conflict, MetadataUnavailable, NotFound
 from swell.model import (
-    DAY_MS,
     FIRST_AMPLITUDE_ID,
     Charge,
     DsarRequest,
@@ -46,13 +46,13 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: insert_ids seen, one append-only table per UTC day of first sight: writes never touch a growing
-#: random-key B-tree, and the 7-day window is pruned by dropping whole days. Read only at start-up,
-#: when the window is loaded into memory.
-DEDUP_DAY = """
-CREATE TABLE IF NOT EXISTS {table} (
-    project_id INTEGER NOT NULL, key INTEGER NOT NULL, seen_ms INTEGER NOT NULL);
-"""
+#: insert_id dedup keys (``dedup_chunks``), packed: one row per (hour of first sight,
+#: checkpoint), each a blob of little-endian int64 keys; an hour's rows are merged into one once a
+#: later hour is saved. Writes append, the window is pruned by deleting whole hours, and a
+#: start-up load reads a few hundred blobs rather than a row per key. (Data directories from
+#: before kept one table per day, ``dedup_YYYYMMDD``; they are converted the first time the window
+#: is loaded.)
+HOUR_MS = 3_600_000
 
 USER_BLOCKS = """
 CREATE TABLE IF NOT EXISTS {table} (
@@ -81,13 +81,11 @@ def migrations() -> list[tuple[int, str]]:
     return found
 
 
-def _dedup_table(day: int) -> str:
-    """The dedup table of a day (days since the epoch)."""
-    return f"dedup_{model.EPOCH + timedelta(days=day):%Y%m%d}"
-
-
-def _dedup_day(table: str) -> int:
-    return (datetime.strptime(table[6:], "%Y%m%d").replace(tzinfo=UTC) - model.EPOCH).days
+def _pack_keys(keys: Iterable[int]) -> bytes:
+    packed = array("q", keys)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()
 
 
 def _month_table(hour: int) -> str:
@@ -110,6 +108,9 @@ def _unpack(blob: bytes) -> tuple[int, ...]:
 
 
 class SQLiteMetadata:
+    #: hour -> saved dedup chunk rows; read on first use, updated by the writes that commit.
+    _dedup_chunks: dict[int, int] | None = None
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
@@ -209,8 +210,13 @@ class SQLiteMetadata:
             with self._tx() as db:
                 if db.execute("SELECT 1 FROM orgs WHERE id = ?", (org_id,)).fetchone() is None:
                     raise NotFound(f"org {org_id} does not exist")
+                # A deleted project's id is never given again: its insert_ids may still be in
+                # dedup windows.
                 project_id = db.execute(
-                    "INSERT INTO projects(org_id, name) VALUES (?, ?)", (org_id, name)
+                    "INSERT INTO projects(id, org_id, name) VALUES ((SELECT max("
+                    "COALESCE((SELECT MAX(id) FROM projects), 0), COALESCE((SELECT value FROM kv "
+                    "WHERE name = 'last_deleted_project'), 0)) + 1), ?, ?)",
+                    (org_id, name),
                 ).lastrowid
                 assert project_id is not None
                 db.execute(
@@ -309,11 +315,16 @@ class SQLiteMetadata:
                         "project can be deleted"
                     )
                 tables = ["id_users", "id_devices", "user_props", "group_props", "user_links"]
-                tables += ["part_seqs", "import_keys", *sorted(self._dedup_tables)]
+                tables += ["part_seqs", "import_keys"]
                 for table in tables:
                     db.execute(f"DELETE FROM {table} WHERE project_id = ?", (project_id,))  # noqa: S608
                 db.execute("DELETE FROM api_keys WHERE project_id = ?", (project_id,))
                 db.execute("DELETE FROM projects WHERE id = ?", (project_id,))
+                db.execute(
+                    "INSERT INTO kv VALUES ('last_deleted_project', ?) ON CONFLICT(name) "
+                    "DO UPDATE SET value = max(value, excluded.value)",
+                    (project_id,),
+                )
 
         await self._run(run)
 
@@ -559,24 +570,50 @@ class SQLiteMetadata:
                 db.executemany(
                     "INSERT OR REPLACE INTO group_props VALUES (?, ?, ?, ?)", changes.groups
                 )
-                days: dict[int, list[tuple[int, int, int]]] = {}
-                created: list[str] = []
-                for row in changes.dedup:
-                    days.setdefault(row[2] // DAY_MS, []).append(row)
-                for day, rows in days.items():
-                    table = _dedup_table(day)
-                    if table not in self._dedup_tables:
-                        db.execute(DEDUP_DAY.format(table=table))
-                        created.append(table)
-                    db.executemany(f"INSERT INTO {table} VALUES (?, ?, ?)", rows)  # noqa: S608
+                chunks = self._save_dedup(db, changes.dedup) if changes.dedup else None
                 db.executemany(
                     "INSERT INTO kv VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
                     "value = max(value, excluded.value)",
                     [("state_lsn", changes.lsn), ("next_amplitude_id", changes.next_amplitude_id)],
                 )
-            self._dedup_tables.update(created)  # only once committed: a rollback undoes them
+            if chunks is not None:  # only once committed: a rollback undoes them
+                self._dedup_chunks = chunks
 
         await self._run(run)
+
+    def _dedup_rows(self, db: sqlite3.Connection) -> dict[int, int]:
+        """hour -> saved chunk rows (read once; kept up to date by the writes that commit)."""
+        if self._dedup_chunks is None:
+            self._dedup_chunks = dict(
+                db.execute("SELECT hour, count(*) FROM dedup_chunks GROUP BY hour").fetchall()
+            )
+        return self._dedup_chunks
+
+    def _save_dedup(
+        self, db: sqlite3.Connection, rows: Sequence[tuple[int, int, int]]
+    ) -> dict[int, int]:
+        """Append one chunk per hour of ``rows``; merge the chunks of hours before the newest one
+        saved into one row each. Returns the chunk counts as they will be once committed."""
+        counts = dict(self._dedup_rows(db))
+        by_hour: dict[int, list[int]] = {}
+        for _project, key, seen_ms in rows:
+            by_hour.setdefault(seen_ms // HOUR_MS, []).append(key)
+        db.executemany(
+            "INSERT INTO dedup_chunks(hour, keys) VALUES (?, ?)",
+            [(hour, _pack_keys(keys)) for hour, keys in by_hour.items()],
+        )
+        for hour in by_hour:
+            counts[hour] = counts.get(hour, 0) + 1
+        newest = max(by_hour)
+        for hour in [h for h, n in counts.items() if n > 1 and h < newest]:
+            blobs = db.execute("SELECT keys FROM dedup_chunks WHERE hour = ?", (hour,)).fetchall()
+            db.execute("DELETE FROM dedup_chunks WHERE hour = ?", (hour,))
+            db.execute(
+                "INSERT INTO dedup_chunks(hour, keys) VALUES (?, ?)",
+                (hour, b"".join(blob for (blob,) in blobs)),
+            )
+            counts[hour] = 1
+        return counts
 
     async def state_position(self) -> tuple[int, int]:
         def run() -> tuple[int, int]:
@@ -623,32 +660,47 @@ class SQLiteMetadata:
 
         return await self._run(run)
 
-    async def load_dedup(self, since_ms: int) -> list[tuple[int, int, int]]:
-        def run() -> list[tuple[int, int, int]]:
-            rows: list[tuple[int, int, int]] = []
-            first_day = since_ms // DAY_MS
+    async def load_dedup(self, since_ms: int) -> list[model.DedupChunk]:
+        def run() -> list[model.DedupChunk]:
+            if self._dedup_tables:
+                self._convert_dedup_days()
+            first_hour = since_ms // HOUR_MS  # hours that end after since_ms
             with self._read() as db:
-                for table in sorted(self._dedup_tables):
-                    if _dedup_day(table) >= first_day:
-                        rows.extend(
-                            db.execute(
-                                f"SELECT project_id, key, seen_ms FROM {table} "  # noqa: S608
-                                "WHERE seen_ms >= ?",
-                                (since_ms,),
-                            )
-                        )
-            return rows
+                self._dedup_rows(db)
+                return [
+                    model.DedupChunk(hour, keys)
+                    for hour, keys in db.execute(
+                        "SELECT hour, keys FROM dedup_chunks WHERE hour >= ? ORDER BY hour",
+                        (first_hour,),
+                    )
+                ]
 
         return await self._run(run)
 
+    def _convert_dedup_days(self) -> None:
+        """Move the keys of the per-day tables an older swell wrote into hourly chunks."""
+        with self._tx() as db:
+            self._dedup_rows(db)
+            rows: list[tuple[int, int, int]] = []
+            for table in sorted(self._dedup_tables):
+                rows.extend(db.execute(f"SELECT project_id, key, seen_ms FROM {table}"))  # noqa: S608
+            chunks = self._save_dedup(db, rows) if rows else self._dedup_chunks
+            for table in self._dedup_tables:
+                db.execute(f"DROP TABLE IF EXISTS {table}")
+        self._dedup_chunks = chunks
+        self._dedup_tables.clear()
+
     async def prune_dedup(self, before_ms: int) -> int:
         def run() -> int:
-            # A day's table goes once its whole day is before the cutoff.
-            stale = [t for t in self._dedup_tables if (_dedup_day(t) + 1) * DAY_MS <= before_ms]
+            # An hour's keys go once the whole hour is before the cutoff.
+            last = before_ms // HOUR_MS
             with self._tx() as db:
-                for table in stale:
-                    db.execute(f"DROP TABLE IF EXISTS {table}")
-            self._dedup_tables.difference_update(stale)
+                counts = self._dedup_rows(db)
+                stale = [h for h in counts if h < last]
+                if stale:
+                    db.execute("DELETE FROM dedup_chunks WHERE hour < ?", (last,))
+            for hour in stale:
+                counts.pop(hour, None)
             return len(stale)
 
         return await self._run(run)
