@@ -22,6 +22,7 @@ from swell import __version__
 from swell.auth import new_credentials
 from swell.backends import metadata_url, open_metadata
 from swell.backends.base import Metadata
+from swell.client.cli import register as register_client
 from swell.errors import ConfigError, SwellError
 from swell.settings import Settings
 from swell.store import Store
@@ -328,6 +329,9 @@ def tune_runtime() -> None:
     """The allocator and collector settings every swell command runs with."""
     keep_freed_memory()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
+
+
+register_client(app)  # swell export, swell dsar ...: the client for the Export and DSAR APIs
 
 
 def main() -> None:
