@@ -267,7 +267,7 @@ def _lines_to(raw: Iterator[bytes], sink: Callable[[list[bytes]], object]) -> It
         if lines:
             sink(lines)
         carry = data[cut + 1 :]
-    if carry.strip():
+    if carry:
         sink([carry])
 
 
