@@ -148,6 +148,19 @@ def swell(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -
     return Result(out.returncode, out.stdout, out.stderr)
 
 
+def cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    """The same command in process (typer's runner): no interpreter start-up, for the many
+    small cases; ``swell`` runs the real entry point."""
+    from typer.testing import CliRunner
+
+    from swell import cli as swell_cli
+
+    result = CliRunner().invoke(swell_cli.app, list(args), env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Result(result.exit_code, result.stdout, result.stderr)
+
+
 def one_line_error(result: Result, code: int, fragment: str) -> None:
     """The command failed with ``code`` and exactly one ``swell:`` line naming ``fragment``."""
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)

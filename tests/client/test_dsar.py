@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 
 from swell.client import AsyncDsarClient, DsarClient, PollSchedule, Subject
 from swell.client.budget import HOUR
-from tests.client.conftest import FakeClock, Live, one_line_error, single_export, swell
+from tests.client.conftest import FakeClock, Live, cli, one_line_error, single_export, swell
 from tests.client.proxy import Proxy
 
 WIDE = ("--start-date", "2000-01-01", "--end-date", "2099-12-31")
@@ -63,7 +63,7 @@ def test_a_request_writes_every_event_of_the_user(live: Live, tmp_path: Path) ->
     assert answer["events"] == len(by_user[user])
 
     # Again: everything is there, so nothing is requested (the server is not even asked).
-    again = swell(
+    again = cli(
         "dsar",
         "request",
         "--server",
@@ -76,7 +76,7 @@ def test_a_request_writes_every_event_of_the_user(live: Live, tmp_path: Path) ->
         env=live.env(),
     )
     assert again.returncode == 2  # another server's directory: refused before any request
-    same = swell(
+    same = cli(
         "dsar",
         "request",
         "--server",
@@ -90,9 +90,7 @@ def test_a_request_writes_every_event_of_the_user(live: Live, tmp_path: Path) ->
     )
     assert same.json_lines()[0]["request_id"] == answer["request_id"]
 
-    status = swell(
-        "dsar", "status", str(answer["request_id"]), "--server", live.url, env=live.env()
-    )
+    status = cli("dsar", "status", str(answer["request_id"]), "--server", live.url, env=live.env())
     assert status.returncode == 0
     assert status.json()["status"] == "done"
     assert len(status.json()["urls"]) == len(answer["files"])
@@ -136,7 +134,7 @@ def test_a_bad_batch_file_is_one_line(live: Live, tmp_path: Path) -> None:
     csv = tmp_path / "users.csv"
     csv.write_text("email\nalice@example.com\n")
     one_line_error(
-        swell(
+        cli(
             "dsar",
             "batch",
             "--input",
@@ -153,7 +151,7 @@ def test_a_bad_batch_file_is_one_line(live: Live, tmp_path: Path) -> None:
     )
     csv.write_text("amplitude_id\n12x\n")
     one_line_error(
-        swell(
+        cli(
             "dsar",
             "batch",
             "--input",
@@ -174,7 +172,7 @@ def test_a_bad_batch_file_is_one_line(live: Live, tmp_path: Path) -> None:
         "AMPLITUDE_ORG_SECRET_KEY": live.project["secret_key"],
     }
     one_line_error(
-        swell(
+        cli(
             "dsar",
             "request",
             "--server",
@@ -354,3 +352,34 @@ async def test_credentials_go_only_to_the_servers_own_host(
     assert result.status == ("done" if sent else "failed")
     if not sent:
         assert "--trust-host" in (result.reason or "")
+
+
+async def test_an_output_redirected_to_object_storage_gets_no_credentials(tmp_path: Path) -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.host, request.headers.get("authorization")))
+        if request.method == "POST":
+            return httpx.Response(202, json={"requestId": 9})
+        if request.url.host == "s3.test":
+            return httpx.Response(200, content=gzip.compress(b'{"a":1}\n{"a":2}\n'))
+        if request.url.path.endswith("/outputs/0"):
+            return httpx.Response(302, headers={"Location": "https://s3.test/signed?x=1"})
+        url = "https://analytics.amplitude.com/api/2/dsar/requests/9/outputs/0"
+        return httpx.Response(200, json={"requestId": 9, "status": "done", "urls": [url]})
+
+    async with AsyncDsarClient(
+        "https://amplitude.com", "k", "s", clock=FakeClock(), transport=httpx.MockTransport(handle)
+    ) as client:
+        result = await client.request(
+            tmp_path, user_id="u1", start_date="2024-01-01", end_date="2024-01-31"
+        )
+    assert (result.status, result.events, result.files) == ("done", 2, ["9-0.json.gz"])
+    assert [host for host, _ in seen] == [
+        "amplitude.com",
+        "amplitude.com",
+        "analytics.amplitude.com",
+        "s3.test",
+    ]
+    assert all(auth for host, auth in seen if host != "s3.test")
+    assert dict(seen)["s3.test"] is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import signal
@@ -13,17 +14,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from starlette.responses import PlainTextResponse
 
 from swell.client import AsyncExportClient, ExportClient, RetryPolicy
 from swell.client.parquet import read as read_parquet
+from swell.client.progress import PlainExport
+from swell.client.windows import parse_hour
 from tests.client.conftest import (
     FakeClock,
     Live,
-    history,
-    hours,
+    cli,
     one_line_error,
     single_export,
     swell,
@@ -31,7 +34,6 @@ from tests.client.conftest import (
     zip_lines,
 )
 from tests.client.proxy import Proxy
-from tests.conftest import LiveServer
 
 
 def export_args(server: str, out: Path, live: Live, *extra: str) -> list[str]:
@@ -87,7 +89,7 @@ def test_a_rerun_with_the_server_stopped_downloads_nothing(live: Live, tmp_path:
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     proxy.stop()  # the same URL now refuses connections
 
-    again = swell(*export_args(proxy.url, out, live, "--window-hours", "12"), env=live.env())
+    again = cli(*export_args(proxy.url, out, live, "--window-hours", "12"), env=live.env())
     assert again.returncode == 0, again.stderr
     summary = again.json()
     assert (summary["windows"], summary["skipped"], summary["received_bytes"]) == (0, windows, 0)
@@ -101,7 +103,7 @@ def test_an_unsettled_window_is_fetched_again(live: Live, tmp_path: Path) -> Non
     args[args.index("--settle-hours") + 1] = "100"  # nothing in the range has settled
     first = swell(*args, env=live.env())
     assert first.json()["provisional"] == first.json()["windows"] == 2
-    again = swell(*args, env=live.env())
+    again = cli(*args, env=live.env())
     assert again.json()["skipped"] == 0
     assert again.json()["windows"] == 2
     assert Counter(uuids(archive_lines(out))) == Counter(uuids(single_export(live)))
@@ -215,33 +217,55 @@ async def test_a_corrupt_download_is_checked_and_fetched_again(
     assert Counter(uuids(lines)) == Counter(uuids(single_export(live)))
 
 
-def test_a_too_large_400_splits_the_window(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    _, project = history(data_dir, 1500, 1)
-    largest = max(p.stat().st_size for p in (data_dir / "blobs").rglob("*.json.gz"))
-    # Any three hours fit; the whole day does not.
-    server = LiveServer(data_dir, env={"SWELL_EXPORT_MAX_BYTES": str(3 * largest + 2048)}).start()
-    try:
-        start, end = hours(1)
-        env = {
-            "AMPLITUDE_API_KEY": project["api_key"],
-            "AMPLITUDE_SECRET_KEY": project["secret_key"],
-        }
-        result = swell(
-            *("export", "--server", server.url, "--start", start, "--end", end),
-            *("--out", str(tmp_path / "out"), "--window-hours", "24", "--settle-hours", "0"),
-            env=env,
-        )
-        assert result.returncode == 0, result.stderr
-        assert "too large for one request; fetching it as two halves" in result.stderr
-        summary = result.json()
-        assert summary["windows"] > 2
-        assert not summary["failed"]
-        lines = archive_lines(tmp_path / "out")
-        assert summary["events"] == len(lines) == 1500
-        assert len(set(uuids(lines))) == 1500
-    finally:
-        server.terminate()
+async def test_a_too_large_400_splits_the_window(live: Live, proxy: Proxy, tmp_path: Path) -> None:
+    """As Amplitude answers a range over its size limit (its documented text), for windows of
+    more than five hours; swell's own limit answers the same way (SWELL_EXPORT_MAX_BYTES)."""
+
+    def over_five_hours(request):  # type: ignore[no-untyped-def]
+        if request.url.path != "/api/2/export":
+            return None
+        first = parse_hour(request.query_params["start"])
+        if parse_hour(request.query_params["end"]) - first + 1 > 5:
+            return PlainTextResponse(
+                "The file size of the exported data is too large. Shorten the time ranges and "
+                "try again. The limit size is 4GB.",
+                400,
+            )
+        return None
+
+    proxy.rules.append(over_five_hours)
+    log = io.StringIO()
+    async with AsyncExportClient(
+        proxy.url, *live.export_auth, window_hours=24, observer=PlainExport(log), settle_hours=0
+    ) as client:
+        summary = await client.export_to(tmp_path, live.start, live.end)
+    assert not summary.failed
+    assert "too large for one request; fetching it as two halves" in log.getvalue()
+    sizes = [
+        parse_hour(h.query.split("end=")[1]) - parse_hour(h.query.split("start=")[1][:11])
+        for h in proxy.export_hits()
+        if h.status != 400
+    ]
+    assert sizes
+    assert max(sizes) < 5
+    assert Counter(uuids(archive_lines(tmp_path))) == Counter(uuids(single_export(live)))
+
+
+def test_one_hour_over_the_limit_fails_alone(live: Live, proxy: Proxy, tmp_path: Path) -> None:
+    first_hour = live.start
+
+    def too_large(request):  # type: ignore[no-untyped-def]
+        if request.url.path == "/api/2/export" and first_hour in request.url.query:
+            return PlainTextResponse("The file size of the exported data is too large.", 400)
+        return None
+
+    proxy.rules.append(too_large)
+    result = cli(*export_args(proxy.url, tmp_path, live, "--window-hours", "1"), env=live.env())
+    one_line_error(result, 2, f"{first_hour}-{first_hour}: one hour is over")
+    summary = result.json()
+    assert summary["failed"]
+    assert summary["windows"] == 48
+    assert summary["downloaded"] + summary["empty"] == 47
 
 
 def test_extract_and_parquet_read_back_the_same_records(live: Live, tmp_path: Path) -> None:
@@ -261,7 +285,7 @@ def test_extract_and_parquet_read_back_the_same_records(live: Live, tmp_path: Pa
     assert sorted(records, key=lambda r: r["uuid"]) == expected
 
     parquet = tmp_path / "parquet"
-    result = swell(
+    result = cli(
         *export_args(live.url, parquet, live, "--window-hours", "24", "--format", "parquet"),
         env=live.env(),
     )
@@ -272,8 +296,8 @@ def test_extract_and_parquet_read_back_the_same_records(live: Live, tmp_path: Pa
 
 def test_one_directory_holds_one_export(live: Live, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert swell(*export_args(live.url, out, live), env=live.env()).returncode == 0
-    other = swell(*export_args(live.url, out, live, "--extract"), env=live.env())
+    assert cli(*export_args(live.url, out, live), env=live.env()).returncode == 0
+    other = cli(*export_args(live.url, out, live, "--extract"), env=live.env())
     one_line_error(other, 2, "use another --out directory")
 
 
@@ -282,20 +306,20 @@ def test_failures_are_one_line_with_their_exit_code(live: Live, tmp_path: Path) 
     base = ["export", "--start", live.start, "--end", live.end, "--out", out]
     env = live.env()
     one_line_error(
-        swell(*base, "--server", "http://127.0.0.1:9", "--retries", "1", env=env),
+        cli(*base, "--server", "http://127.0.0.1:9", "--retries", "1", env=env),
         3,
         "server unreachable",
     )
     wrong = {**env, "AMPLITUDE_SECRET_KEY": "0" * 32}
-    one_line_error(swell(*base, "--server", live.url, env=wrong), 4, "refused the project")
+    one_line_error(cli(*base, "--server", live.url, env=wrong), 4, "refused the project")
     no_key = {**env, "AMPLITUDE_API_KEY": ""}
-    one_line_error(swell(*base, "--server", live.url, env=no_key), 2, "AMPLITUDE_API_KEY")
-    one_line_error(swell(*base, env=env), 2, "--server URL")
+    one_line_error(cli(*base, "--server", live.url, env=no_key), 2, "AMPLITUDE_API_KEY")
+    one_line_error(cli(*base, env=env), 2, "--server URL")
     one_line_error(
-        swell(*base, "--server", live.url, "--window-hours", "9000", env=env), 2, "window-hours"
+        cli(*base, "--server", live.url, "--window-hours", "9000", env=env), 2, "window-hours"
     )
     one_line_error(
-        swell(
+        cli(
             "export",
             "--server",
             live.url,
@@ -313,25 +337,23 @@ def test_failures_are_one_line_with_their_exit_code(live: Live, tmp_path: Path) 
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     one_line_error(
-        swell(*base[:-1], str(blocked / "out"), "--server", live.url, env=env), 6, "could not"
+        cli(*base[:-1], str(blocked / "out"), "--server", live.url, env=env), 6, "could not"
     )
 
 
-def test_the_archive_matches_the_servers_bytes(live: Live, tmp_path: Path) -> None:
-    out = tmp_path / "out"
+async def test_the_archive_matches_the_servers_bytes(live: Live, tmp_path: Path) -> None:
+    async with AsyncExportClient(live.url, *live.export_auth, window_hours=48) as client:
+        await client.export_to(tmp_path, live.start, live.end)
+    async with httpx.AsyncClient() as http:
+        response = await http.get(
+            f"{live.url}/api/2/export",
+            params={"start": live.start, "end": live.end},
+            auth=live.export_auth,
+        )
+    (archive,) = tmp_path.glob("*.zip")
     assert (
-        swell(*export_args(live.url, out, live, "--window-hours", "48"), env=live.env()).returncode
-        == 0
+        hashlib.sha256(archive.read_bytes()).digest() == hashlib.sha256(response.content).digest()
     )
-    import httpx
-
-    body = httpx.get(
-        f"{live.url}/api/2/export",
-        params={"start": live.start, "end": live.end},
-        auth=live.export_auth,
-    ).content
-    (archive,) = out.glob("*.zip")
-    assert hashlib.sha256(archive.read_bytes()).digest() == hashlib.sha256(body).digest()
 
 
 @pytest.mark.parametrize("output", ["zip", "ndjson"])

@@ -5,6 +5,7 @@ message is one line a person can act on (the CLI prints it as it is, never a tra
 * ClientError                      1  unexpected (a bug); the base of everything below
   x UsageError                     2  bad input: flags, dates, ranges, the users CSV
   x Refused                        2  the server refused a request as invalid (a 400 or 404)
+    + TooLarge                        one hour is over the server's export size limit
   x Unreachable                    3  no connection to the server after every retry
   x CredentialsRefused             4  401/403: wrong keys, a project key for DSAR, wrong region
   x ServerFailed                   5  5xx/429 after every retry, an unexpected answer
@@ -45,6 +46,10 @@ class Refused(ClientError):
     """The server refused the request."""
 
     exit_code = 2
+
+
+class TooLarge(Refused):
+    """One hour of data is over the server's export size limit."""
 
 
 class Unreachable(ClientError):

@@ -45,6 +45,7 @@ from swell.client.errors import (
     LocalError,
     Refused,
     ServerFailed,
+    TooLarge,
     Unreachable,
     UsageError,
     describe_os_error,
@@ -362,7 +363,7 @@ class AsyncExportClient:
                 todo.appendleft(second)
                 todo.appendleft(first)
                 continue
-            except (CorruptArchive, Refused) as exc:
+            except (CorruptArchive, TooLarge) as exc:
                 # This window alone: the others go on, and the next run tries it again.
                 summary.failed.append(WindowFailure(window, exc))
                 self.observer.failed(window, exc.message)
@@ -528,7 +529,7 @@ class AsyncExportClient:
             if failures >= self.retry.attempts:
                 if only_504 and window.hours > 1:
                     raise _Split(f"timed out (HTTP 504) {failures} times")
-                attempts = f"after {failures} attempts"
+                attempts = f"after {failures} attempt{'s' * (failures != 1)}"
                 if all_connection:
                     raise Unreachable(f"server unreachable: {self.base_url}: {last} ({attempts})")
                 raise ServerFailed(f"{window.label}: the server kept failing: {last} ({attempts})")
@@ -551,7 +552,7 @@ class AsyncExportClient:
             )
         if status == 400 and "too large" in response.text.lower():
             if window.hours == 1:
-                raise Refused(
+                raise TooLarge(
                     f"{window.label}: one hour is over the server's export size limit "
                     f"({body_text(response, 160)})"
                 )
