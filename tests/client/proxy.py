@@ -44,7 +44,7 @@ class Proxy:
         self.upstream = upstream.rstrip("/")
         self.hits: list[Hit] = []
         self.rules: list[Rule] = []
-        #: Stall the next body after this many bytes, until release() (or the proxy stops).
+        #: Stall the next 200 body after this many bytes, until release() (or the proxy stops).
         self.stall_after: int | None = None
         self.stalled = threading.Event()
         self._release = threading.Event()
@@ -124,7 +124,9 @@ class Proxy:
         out_headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP}
         if "content-length" in response.headers:
             out_headers["content-length"] = response.headers["content-length"]
-        stall, self.stall_after = self.stall_after, None
+        stall = None
+        if response.status_code == 200 and self.stall_after is not None:
+            stall, self.stall_after = self.stall_after, None
         corrupt = None
         if response.status_code == 200 and self.corrupt_at is not None:
             corrupt, self.corrupt_at = self.corrupt_at, None
