@@ -281,3 +281,16 @@ def test_polls_slow_with_age_and_share_the_budget() -> None:
     assert poll_interval(schedule, 0, **many) == pytest.approx(12)
     # ... and a crowded budget still polls each request at least once an hour.
     assert poll_interval(schedule, 0, per_hour=100, outstanding=500, reserved=10**6) == HOUR
+
+
+def test_the_client_imports_nothing_of_the_server() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, swell.client, swell.client.cli, swell.client.parquet\n"
+        "server = [m for m in sys.modules if m.split('.')[:2] in "
+        "(['swell', 'store'], ['swell', 'backends'], ['swell', 'api'], ['swell', 'dsar'])]\n"
+        "assert not server, server\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
