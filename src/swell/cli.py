@@ -26,6 +26,7 @@ from swell.auth import NewCredentials, new_credentials
 from swell.backends import metadata_url, open_metadata
 from swell.backends.base import Metadata
 from swell.backends.datadir import make_private
+from swell.client.cli import register as register_client
 from swell.errors import ConfigError, Conflict, NotFound, SwellError
 from swell.settings import Settings
 from swell.store import Imported, Store
@@ -563,6 +564,9 @@ def tune_runtime() -> None:
     """The allocator and collector settings every swell command runs with."""
     keep_freed_memory()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
+
+
+register_client(app)  # swell export, swell dsar ...: the client for the Export and DSAR APIs
 
 
 def main() -> None:
