@@ -23,14 +23,14 @@ test: $(STAMP)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 # The same checks, without the tests marked slow (live servers, tmpfs, large data).
 test-fast: $(STAMP)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/mypy
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n 2 -m "not slow"
 
 # Many more fault-injection trials than the suite runs; prints what they injected and lost.
 fault-trials: $(STAMP)
