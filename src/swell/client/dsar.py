@@ -44,7 +44,7 @@ from swell.client.errors import (
     UsageError,
     describe_os_error,
 )
-from swell.client.portal import Portal
+from swell.client.portal import BlockingClient
 from swell.client.progress import DsarObserver, NullDsar
 from swell.client.regions import DSAR_PATH, may_send_credentials, normalize
 from swell.client.retry import RetryPolicy
@@ -648,31 +648,13 @@ def _present(path: Path) -> bool:
     return path.is_file()
 
 
-class DsarClient:
+class DsarClient(BlockingClient[AsyncDsarClient]):
     """The blocking face of :class:`AsyncDsarClient` (same arguments)."""
 
     def __init__(
         self, base_url: str, org_api_key: str, org_secret_key: str, **options: Any
     ) -> None:
-        self._portal = Portal()
-        try:
-            self._client = self._portal.call(
-                _construct, base_url, org_api_key, org_secret_key, options
-            )
-        except BaseException:
-            self._portal.close()
-            raise
-
-    def __enter__(self) -> DsarClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._portal.call(self._client.aclose)
-        self._portal.close()
+        super().__init__(AsyncDsarClient, base_url, org_api_key, org_secret_key, **options)
 
     def status(self, request_id: int) -> dict[str, Any]:
         return self._portal.call(self._client.status, request_id)
@@ -703,12 +685,6 @@ class DsarClient:
         end_date: str | date,
     ) -> list[DsarResult]:
         return self._portal.call(self._client.batch, out_dir, subjects, start_date, end_date)
-
-
-async def _construct(
-    base_url: str, org_api_key: str, org_secret_key: str, options: dict[str, Any]
-) -> AsyncDsarClient:
-    return AsyncDsarClient(base_url, org_api_key, org_secret_key, **options)
 
 
 __all__ = ["AsyncDsarClient", "DsarClient", "DsarResult", "Subject", "read_subjects"]

@@ -50,7 +50,7 @@ from swell.client.errors import (
     UsageError,
     describe_os_error,
 )
-from swell.client.portal import Portal
+from swell.client.portal import BlockingClient
 from swell.client.progress import ExportObserver, NullExport, WindowDone
 from swell.client.regions import EXPORT_PATH, normalize
 from swell.client.retry import RetryPolicy, describe_transport_error, retry_after, should_retry
@@ -724,7 +724,7 @@ async def _workers(count: int, work: Callable[[], Awaitable[None]]) -> None:
                 await task
 
 
-class ExportClient:
+class ExportClient(BlockingClient[AsyncExportClient]):
     """The blocking face of :class:`AsyncExportClient` (same arguments), for scripts.
 
     It runs the async client on its own event loop in a background thread, so downloads go on
@@ -732,23 +732,7 @@ class ExportClient:
     """
 
     def __init__(self, base_url: str, api_key: str, secret_key: str, **options: Any) -> None:
-        self._portal = Portal()
-        try:
-            self._client = self._portal.call(_construct, base_url, api_key, secret_key, options)
-        except BaseException:
-            self._portal.close()
-            raise
-
-    def __enter__(self) -> ExportClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._portal.call(self._client.aclose)
-        self._portal.close()
+        super().__init__(AsyncExportClient, base_url, api_key, secret_key, **options)
 
     def export(self, start: str | datetime, end: str | datetime) -> Iterator[dict[str, Any]]:
         """Every record of hours ``start`` to ``end`` (see :meth:`AsyncExportClient.export`)."""
@@ -765,12 +749,6 @@ class ExportClient:
     ) -> ExportSummary:
         """See :meth:`AsyncExportClient.export_to`."""
         return self._portal.call(self._client.export_to, out_dir, start, end, output=output)
-
-
-async def _construct(
-    base_url: str, api_key: str, secret_key: str, options: dict[str, Any]
-) -> AsyncExportClient:
-    return AsyncExportClient(base_url, api_key, secret_key, **options)
 
 
 __all__ = [

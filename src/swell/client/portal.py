@@ -8,12 +8,20 @@ a script handles the records of the last).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, Self, TypeVar
 
 T = TypeVar("T")
 P = ParamSpec("P")
+
+
+class _Closes(Protocol):
+    async def aclose(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closes)
 
 
 class Portal:
@@ -60,6 +68,34 @@ class Portal:
         self._thread.join(30)
         if not self._thread.is_alive():
             self._loop.close()
+
+
+class BlockingClient(Generic[C]):
+    """The blocking face of an async client: the async client lives on a Portal's loop, built
+    there by ``make(*args, **options)``; a context manager, or call :meth:`close`."""
+
+    def __init__(self, make: Callable[..., C], *args: Any, **options: Any) -> None:
+        self._portal = Portal()
+        try:
+            self._client: C = self._portal.call(_build, make, args, options)
+        except BaseException:
+            self._portal.close()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._portal.call(self._client.aclose)
+        self._portal.close()
+
+
+async def _build(make: Callable[..., C], args: tuple[Any, ...], options: dict[str, Any]) -> C:
+    return make(*args, **options)  # on the portal's loop: the client binds to it
 
 
 async def _anext(agen: AsyncIterator[T]) -> T:
