@@ -324,9 +324,9 @@ class PostgresMetadata:
             try:
                 async with self._errors(), pool.connection() as conn:
                     if not transaction:
-                        async with conn.cursor() as cur:
+                        async with conn.cursor(binary=True) as cur:
                             return await fn(cur)
-                    async with conn.transaction(), conn.cursor() as cur:
+                    async with conn.transaction(), conn.cursor(binary=True) as cur:
                         return await fn(cur)
             except MetadataUnavailable as exc:
                 if attempt == TX_ATTEMPTS or not isinstance(

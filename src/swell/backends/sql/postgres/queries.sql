@@ -126,22 +126,35 @@ ORDER BY b.amplitude_id, b.hour, b.seq
 -- identity state ---------------------------------------------------------------------------------
 
 -- name: load_users
-SELECT user_id, amplitude_id FROM id_users
-WHERE project_id = %(project_id)s AND user_id = ANY(%(keys)s::bytea[])
+-- One primary-key probe per key: LIMIT 1 keeps the planner from turning the lookup into a scan
+-- of the project's rows (which it prefers while a table is small or its statistics stale).
+SELECT k.user_id, u.amplitude_id
+FROM unnest(%(keys)s::bytea[]) AS k(user_id)
+CROSS JOIN LATERAL (
+    SELECT amplitude_id FROM id_users
+    WHERE project_id = %(project_id)s AND user_id = k.user_id LIMIT 1) AS u
 
 -- name: load_devices
-SELECT device_id, amplitude_id, anonymous FROM id_devices
-WHERE project_id = %(project_id)s AND device_id = ANY(%(keys)s::bytea[])
+SELECT k.device_id, d.amplitude_id, d.anonymous
+FROM unnest(%(keys)s::bytea[]) AS k(device_id)
+CROSS JOIN LATERAL (
+    SELECT amplitude_id, anonymous FROM id_devices
+    WHERE project_id = %(project_id)s AND device_id = k.device_id LIMIT 1) AS d
 
 -- name: load_props
-SELECT amplitude_id, props FROM user_props
-WHERE project_id = %(project_id)s AND amplitude_id = ANY(%(keys)s::bigint[])
+SELECT k.amplitude_id, p.props
+FROM unnest(%(keys)s::bigint[]) AS k(amplitude_id)
+CROSS JOIN LATERAL (
+    SELECT props FROM user_props
+    WHERE project_id = %(project_id)s AND amplitude_id = k.amplitude_id LIMIT 1) AS p
 
 -- name: load_groups
-SELECT g.group_type, g.group_value, g.props
+SELECT k.group_type, k.group_value, g.props
 FROM unnest(%(group_types)s::bytea[], %(group_values)s::bytea[]) AS k(group_type, group_value)
-JOIN group_props g ON g.project_id = %(project_id)s AND g.group_type = k.group_type
-    AND g.group_value = k.group_value
+CROSS JOIN LATERAL (
+    SELECT props FROM group_props
+    WHERE project_id = %(project_id)s AND group_type = k.group_type
+        AND group_value = k.group_value LIMIT 1) AS g
 
 -- name: save_users
 INSERT INTO id_users (project_id, user_id, amplitude_id)
