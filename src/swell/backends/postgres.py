@@ -47,7 +47,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from swell import model
 from swell.backends.queries import load_migrations, load_queries
-from swell.errors import AlreadyExists, ConfigError, MetadataUnavailable, NotFound
+from swell.errors import AlreadyExists, ConfigError, Conflict, MetadataUnavailable, NotFound
 from swell.model import (
     DAY_MS,
     FIRST_AMPLITUDE_ID,
@@ -55,8 +55,10 @@ from swell.model import (
     DsarRequest,
     IndexEntry,
     Job,
+    OrgInfo,
     Part,
     Principal,
+    ProjectInfo,
     StateChanges,
     StateSnapshot,
     UserBlocks,
@@ -84,6 +86,19 @@ PARTITION_LOCK = 0x7377656C6C_0002
 
 #: Attempts of a transaction that PostgreSQL rolled back for a serialization failure or deadlock.
 TX_ATTEMPTS = 3
+
+#: What a project deletion empties besides its keys (a deletable project has no sealed part, so
+#: no user-index rows); ``dedup`` covers every day's partition.
+PROJECT_TABLES = (
+    "id_users",
+    "id_devices",
+    "user_props",
+    "group_props",
+    "user_links",
+    "part_seqs",
+    "import_keys",
+    "dedup",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +184,12 @@ def _month_partition(hour: int) -> tuple[str, int, int]:
 def _day_partition(day: int) -> tuple[str, int, int]:
     """The dedup partition of a day (days since the epoch): (name, first ms, first ms after)."""
     return f"dedup_{model.EPOCH + timedelta(days=day):%Y%m%d}", day * DAY_MS, (day + 1) * DAY_MS
+
+
+def _partition_month_end(name: str) -> int:
+    """The first hour after a user index partition's month (``user_blocks_YYYYMM``)."""
+    month = datetime.strptime(name[12:], "%Y%m").replace(tzinfo=UTC)
+    return _month_partition(hour_of(month))[2]
 
 
 def _partition_day(name: str) -> int:
@@ -448,9 +469,47 @@ class PostgresMetadata:
 
         return await self._call(run, transaction=False)
 
+    async def list_orgs(self) -> list[OrgInfo]:
+        async def run(cur: Cursor) -> list[OrgInfo]:
+            await cur.execute(Q["list_orgs"])
+            return [OrgInfo(*row) for row in await cur.fetchall()]
+
+        return await self._call(run, transaction=False)
+
+    async def list_projects(self, org_id: int | None = None) -> list[ProjectInfo]:
+        async def run(cur: Cursor) -> list[ProjectInfo]:
+            await cur.execute(Q["list_projects"], {"org_id": org_id})
+            return [ProjectInfo(*row) for row in await cur.fetchall()]
+
+        return await self._call(run, transaction=False)
+
+    async def delete_project(self, project_id: int) -> None:
+        async def run(cur: Cursor) -> None:
+            params = {"project_id": project_id}
+            await cur.execute(Q["project_exists"], params)
+            if await cur.fetchone() is None:
+                raise NotFound(f"project {project_id} does not exist")
+            await cur.execute(Q["count_project_parts"], params)
+            row = await cur.fetchone()
+            if row and row[0]:
+                raise Conflict(
+                    f"project {project_id} holds {row[0]} sealed part(s); only an empty "
+                    "project can be deleted"
+                )
+            for table in PROJECT_TABLES:
+                await cur.execute(
+                    sql.SQL(Q["delete_project_rows"]).format(table=sql.Identifier(table)), params
+                )
+            await cur.execute(Q["delete_project_keys"], params)
+            await cur.execute(Q["delete_project"], params)
+
+        await self._call(run)
+
     # -- catalog and user index -----------------------------------------------------------------
 
-    async def add_part(self, part: Part, entries: Sequence[IndexEntry]) -> None:
+    async def add_part(
+        self, part: Part, entries: Sequence[IndexEntry], import_keys: Sequence[int] = ()
+    ) -> None:
         await self._ensure_partition("user_blocks", *_month_partition(part.hour))
         links = sorted({(_key(e.user_id), e.amplitude_id) for e in entries if e.user_id})
 
@@ -491,8 +550,58 @@ class PostgresMetadata:
                         "amplitude_ids": [a for _, a in links],
                     },
                 )
+            if import_keys:
+                await cur.execute(
+                    Q["insert_import_keys"],
+                    {
+                        "project_id": part.project_id,
+                        "hour": part.hour,
+                        "seq": part.seq,
+                        "keys": _pack(import_keys),
+                    },
+                )
 
         await self._call(run)
+
+    async def import_keys(self, project_id: int, hour: int) -> set[int]:
+        async def run(cur: Cursor) -> set[int]:
+            await cur.execute(Q["import_keys"], {"project_id": project_id, "hour": hour})
+            keys: set[int] = set()
+            for (blob,) in await cur.fetchall():
+                keys.update(_unpack(blob))
+            return keys
+
+        return await self._call(run, transaction=False)
+
+    async def drop_parts_before(self, hour: int) -> list[Part]:
+        await self._open()
+
+        async def run(cur: Cursor) -> tuple[list[Part], list[str]]:
+            params = {"hour": hour}
+            await cur.execute(Q["delete_parts_before"], params)
+            dropped = sorted(
+                (self._part(r) for r in await cur.fetchall()),
+                key=lambda p: (p.project_id, p.hour, p.seq),
+            )
+            if not dropped:
+                return [], []
+            await cur.execute(Q["delete_import_keys_before"], params)
+            await cur.execute(Q["delete_part_seqs_before"], params)
+            # Whole months before the cutoff go as partitions (every node's, not only those this
+            # one has seen), the rest row by row.
+            await cur.execute(Q["lock_partitions"], {"key": PARTITION_LOCK})
+            await cur.execute(Q["partitions"], {"parent": "user_blocks"})
+            gone = sorted(r[0] for r in await cur.fetchall() if _partition_month_end(r[0]) <= hour)
+            for name in gone:
+                await cur.execute(
+                    sql.SQL(Q["drop_partition"]).format(partition=sql.Identifier(name))
+                )
+            await cur.execute(Q["delete_user_blocks_before"], params)
+            return dropped, gone
+
+        dropped, gone = await self._call(run)
+        self._partitions.difference_update(gone)  # only once committed
+        return dropped
 
     @staticmethod
     def _part(row: Sequence[Any]) -> Part:

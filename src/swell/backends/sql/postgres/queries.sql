@@ -68,6 +68,36 @@ SELECT id FROM orgs ORDER BY id
 -- name: org_projects
 SELECT id FROM projects WHERE org_id = %(org_id)s ORDER BY id
 
+-- name: list_orgs
+SELECT o.id, o.name, to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+    count(p.id)
+FROM orgs o LEFT JOIN projects p ON p.org_id = o.id
+GROUP BY o.id ORDER BY o.id
+
+-- name: list_projects
+-- Every project (of one org, unless the org is NULL) with what its catalog holds.
+SELECT p.id, p.org_id, p.name, to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+    count(parts.seq), coalesce(sum(parts.events), 0)::bigint
+FROM projects p LEFT JOIN parts ON parts.project_id = p.id
+WHERE %(org_id)s::bigint IS NULL OR p.org_id = %(org_id)s::bigint
+GROUP BY p.id ORDER BY p.id
+
+-- name: project_exists
+-- Locked, so a part sealed or a project deleted meanwhile waits for this transaction.
+SELECT 1 FROM projects WHERE id = %(project_id)s FOR UPDATE
+
+-- name: count_project_parts
+SELECT count(*) FROM parts WHERE project_id = %(project_id)s
+
+-- name: delete_project_rows
+DELETE FROM {table} WHERE project_id = %(project_id)s
+
+-- name: delete_project_keys
+DELETE FROM api_keys WHERE project_id = %(project_id)s
+
+-- name: delete_project
+DELETE FROM projects WHERE id = %(project_id)s
+
 -- catalog and user index -------------------------------------------------------------------------
 
 -- name: insert_part
@@ -88,6 +118,28 @@ SELECT %(project_id)s, t.user_id, t.amplitude_id
 FROM unnest(%(user_ids)s::bytea[], %(amplitude_ids)s::bigint[]) AS t(user_id, amplitude_id)
 ORDER BY t.user_id, t.amplitude_id
 ON CONFLICT DO NOTHING
+
+-- name: insert_import_keys
+INSERT INTO import_keys (project_id, hour, seq, keys)
+VALUES (%(project_id)s, %(hour)s, %(seq)s, %(keys)s)
+
+-- name: import_keys
+SELECT keys FROM import_keys WHERE project_id = %(project_id)s AND hour = %(hour)s
+
+-- name: delete_parts_before
+-- Retention: the catalog rows go first, returned so their blobs can be deleted.
+DELETE FROM parts WHERE hour < %(hour)s
+RETURNING project_id, hour, seq, size, crc32, events, min_time, max_time, max_lsn, blocks
+
+-- name: delete_import_keys_before
+DELETE FROM import_keys WHERE hour < %(hour)s
+
+-- name: delete_part_seqs_before
+DELETE FROM part_seqs WHERE hour < %(hour)s
+
+-- name: delete_user_blocks_before
+-- What is left of the month the cutoff falls in (whole months before it are dropped).
+DELETE FROM user_blocks WHERE hour < %(hour)s
 
 -- name: parts
 SELECT project_id, hour, seq, size, crc32, events, min_time, max_time, max_lsn, blocks
