@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -32,9 +33,10 @@ class PostgresDatabase:
     @property
     def url(self) -> str:
         params = conninfo_to_dict(self.admin_url)
-        params["dbname"] = self.name
         host, port = params.get("host", "127.0.0.1"), params.get("port", "5432")
-        user = params.get("user", "postgres")
+        user = quote(str(params.get("user", "postgres")), safe="")
+        if params.get("password"):
+            user += ":" + quote(str(params["password"]), safe="")
         return f"postgresql://{user}@{host}:{port}/{self.name}"
 
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
