@@ -16,8 +16,8 @@ What must hold with many processes on one database, and how:
 * budget charges: the key's row in ``budget_keys`` is locked for the charge's transaction;
 * ``add_part``: one transaction; ``save_state``: one transaction whose positions use
   ``greatest()``, so they only move forward;
-* partitions (the user index by month, the dedup window by day) are created and dropped under
-  an advisory lock, outside the transactions that write into them;
+* partitions (the user index by month) are created and dropped under an advisory lock, outside
+  the transactions that write into them;
 * migrations (``sql/postgres/NNNN_*.sql``, recorded in ``swell_schema``) run under a session
   advisory lock, each in its own transaction: two nodes starting at once do not race.
 
@@ -33,10 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -45,13 +46,13 @@ from psycopg import AsyncConnection, AsyncCursor, errors as pg_errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from swell import model
 from swell.backends.queries import load_migrations, load_queries
 from swell.errors import AlreadyExists, ConfigError, Conflict, MetadataUnavailable, NotFound
 from swell.model import (
-    DAY_MS,
     FIRST_AMPLITUDE_ID,
+    HOUR_MS,
     Charge,
+    DedupChunk,
     DsarRequest,
     IndexEntry,
     Job,
@@ -88,7 +89,7 @@ PARTITION_LOCK = 0x7377656C6C_0002
 TX_ATTEMPTS = 3
 
 #: What a project deletion empties besides its keys (a deletable project has no sealed part, so
-#: no user-index rows); ``dedup`` covers every day's partition.
+#: no user-index rows). Its dedup keys stay (they carry no project); its id is never reused.
 PROJECT_TABLES = (
     "id_users",
     "id_devices",
@@ -97,7 +98,6 @@ PROJECT_TABLES = (
     "user_links",
     "part_seqs",
     "import_keys",
-    "dedup",
 )
 
 
@@ -181,19 +181,18 @@ def _month_partition(hour: int) -> tuple[str, int, int]:
     return f"user_blocks_{month:%Y%m}", hour_of(month), hour_of(following)
 
 
-def _day_partition(day: int) -> tuple[str, int, int]:
-    """The dedup partition of a day (days since the epoch): (name, first ms, first ms after)."""
-    return f"dedup_{model.EPOCH + timedelta(days=day):%Y%m%d}", day * DAY_MS, (day + 1) * DAY_MS
-
-
 def _partition_month_end(name: str) -> int:
     """The first hour after a user index partition's month (``user_blocks_YYYYMM``)."""
     month = datetime.strptime(name[12:], "%Y%m").replace(tzinfo=UTC)
     return _month_partition(hour_of(month))[2]
 
 
-def _partition_day(name: str) -> int:
-    return (datetime.strptime(name[6:], "%Y%m%d").replace(tzinfo=UTC) - model.EPOCH).days
+def _pack_keys(keys: Iterable[int]) -> bytes:
+    """Dedup keys as DedupChunk carries them: little-endian int64."""
+    packed = array("q", keys)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()
 
 
 def describe_url(url: str) -> str:
@@ -236,7 +235,7 @@ class PostgresMetadata:
         self._ready = False
         self._closed = False
         self._open_lock = asyncio.Lock()
-        #: Partitions known to exist (user_blocks_YYYYMM, dedup_YYYYMMDD).
+        #: Partitions known to exist (user_blocks_YYYYMM).
         self._partitions: set[str] = set()
 
     @classmethod
@@ -295,9 +294,8 @@ class PostgresMetadata:
     async def _list_partitions(self) -> list[str]:
         async def run(cur: Cursor) -> list[str]:
             names: list[str] = []
-            for parent in ("user_blocks", "dedup"):
-                await cur.execute(Q["partitions"], {"parent": parent})
-                names.extend(r[0] for r in await cur.fetchall())
+            await cur.execute(Q["partitions"], {"parent": "user_blocks"})
+            names.extend(r[0] for r in await cur.fetchall())
             return names
 
         return await self._call(run, transaction=False, opened=True)
@@ -722,9 +720,9 @@ class PostgresMetadata:
         devices = {(p, d): (a, anon) for p, d, a, anon in changes.devices}
         props = {(p, a): blob for p, a, blob in changes.props}
         groups = {(p, t, v): blob for p, t, v, blob in changes.groups}
-        days = sorted({seen // DAY_MS for _, _, seen in changes.dedup})
-        for day in days:
-            await self._ensure_partition("dedup", *_day_partition(day))
+        by_hour: dict[int, list[int]] = {}
+        for _project, key, seen_ms in changes.dedup:
+            by_hour.setdefault(seen_ms // HOUR_MS, []).append(key)
 
         async def run(cur: Cursor) -> None:
             if users:
@@ -765,15 +763,12 @@ class PostgresMetadata:
                         "props": list(groups.values()),
                     },
                 )
-            if changes.dedup:
+            if by_hour:
                 await cur.execute(
-                    Q["insert_dedup"],
-                    {
-                        "project_ids": [r[0] for r in changes.dedup],
-                        "keys": [r[1] for r in changes.dedup],
-                        "seen_ms": [r[2] for r in changes.dedup],
-                    },
+                    Q["insert_dedup_chunk"],
+                    {"hours": list(by_hour), "keys": [_pack_keys(k) for k in by_hour.values()]},
                 )
+                await cur.execute(Q["merge_dedup_hours"], {"newest": max(by_hour)})
             await cur.execute(
                 Q["save_position"],
                 {"lsn": changes.lsn, "next_amplitude_id": changes.next_amplitude_id},
@@ -801,34 +796,21 @@ class PostgresMetadata:
 
         return await self._call(run, transaction=False)
 
-    async def load_dedup(self, since_ms: int) -> list[tuple[int, int, int]]:
-        async def run(cur: Cursor) -> list[tuple[int, int, int]]:
-            await cur.execute(Q["load_dedup"], {"since_ms": since_ms})
-            return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+    async def load_dedup(self, since_ms: int) -> list[DedupChunk]:
+        async def run(cur: Cursor) -> list[DedupChunk]:
+            # Hours that end after since_ms.
+            await cur.execute(Q["load_dedup"], {"hour": since_ms // HOUR_MS})
+            return [DedupChunk(r[0], bytes(r[1])) for r in await cur.fetchall()]
 
         return await self._call(run, transaction=False)
 
     async def prune_dedup(self, before_ms: int) -> int:
-        await self._open()
-        # A day's partition goes once its whole day is before the cutoff.
-        stale = sorted(
-            name
-            for name in self._partitions
-            if name.startswith("dedup_") and (_partition_day(name) + 1) * DAY_MS <= before_ms
-        )
-        if not stale:
-            return 0
+        async def run(cur: Cursor) -> int:
+            await cur.execute(Q["prune_dedup"], {"hour": before_ms // HOUR_MS})
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
 
-        async def run(cur: Cursor) -> None:
-            await cur.execute(Q["lock_partitions"], {"key": PARTITION_LOCK})
-            for name in stale:
-                await cur.execute(
-                    sql.SQL(Q["drop_partition"]).format(partition=sql.Identifier(name))
-                )
-
-        await self._call(run)
-        self._partitions.difference_update(stale)
-        return len(stale)
+        return await self._call(run)
 
     # -- budgets ----------------------------------------------------------------------------------
 

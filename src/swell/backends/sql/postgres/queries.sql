@@ -25,7 +25,7 @@ SELECT coalesce(max(version), 0) FROM swell_schema
 INSERT INTO swell_schema (version, name) VALUES (%(version)s, %(name)s)
 
 -- name: partitions
--- The partitions of a partitioned table (user_blocks by month, dedup by day).
+-- The partitions of a partitioned table (user_blocks, by month).
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = to_regclass(%(parent)s)
 
@@ -231,9 +231,18 @@ SELECT * FROM unnest(%(project_ids)s::bigint[], %(group_types)s::bytea[],
     %(group_values)s::bytea[], %(props)s::bytea[])
 ON CONFLICT (project_id, group_type, group_value) DO UPDATE SET props = excluded.props
 
--- name: insert_dedup
-INSERT INTO dedup (project_id, key, seen_ms)
-SELECT * FROM unnest(%(project_ids)s::bigint[], %(keys)s::bigint[], %(seen_ms)s::bigint[])
+-- name: insert_dedup_chunk
+INSERT INTO dedup_chunks (hour, keys)
+SELECT * FROM unnest(%(hours)s::integer[], %(keys)s::bytea[])
+
+-- name: merge_dedup_hours
+-- Every hour before the newest saved that has several chunks becomes one chunk.
+WITH many AS (
+    SELECT hour FROM dedup_chunks WHERE hour < %(newest)s GROUP BY hour HAVING count(*) > 1),
+gone AS (
+    DELETE FROM dedup_chunks d USING many WHERE d.hour = many.hour RETURNING d.hour, d.keys)
+INSERT INTO dedup_chunks (hour, keys)
+SELECT hour, string_agg(keys, ''::bytea) FROM gone GROUP BY hour
 
 -- name: save_position
 -- The state's log position and amplitude_id floor, which never move backwards.
@@ -252,7 +261,12 @@ ON CONFLICT (name) DO UPDATE SET value = greatest(k.value, %(floor)s::bigint) + 
 RETURNING value - %(count)s::bigint
 
 -- name: load_dedup
-SELECT project_id, key, seen_ms FROM dedup WHERE seen_ms >= %(since_ms)s
+SELECT hour, keys FROM dedup_chunks WHERE hour >= %(hour)s ORDER BY hour
+
+-- name: prune_dedup
+-- Whole hours; returns how many went.
+WITH gone AS (DELETE FROM dedup_chunks WHERE hour < %(hour)s RETURNING hour)
+SELECT count(DISTINCT hour) FROM gone
 
 -- budgets ----------------------------------------------------------------------------------------
 
