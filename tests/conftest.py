@@ -31,6 +31,7 @@ from swell.backends.filelog import FileLog
 from swell.enrich import RequestContext
 from swell.settings import Settings
 from swell.store import Store
+from tests.postgres import pg_url, postgres_database  # noqa: F401 (fixtures)
 
 # No timed assertions: an example that runs long on a busy machine is not a failure.
 hypothesis_settings.register_profile("swell", deadline=None)

@@ -86,7 +86,7 @@ def _run(coro: Awaitable[T]) -> T:
 
 
 async def _with_meta(settings: Settings, fn: Callable[[Metadata], Awaitable[T]]) -> T:
-    meta = open_metadata(metadata_url(settings))
+    meta = open_metadata(metadata_url(settings), settings)
     try:
         return await fn(meta)
     finally:

@@ -24,7 +24,22 @@ class Settings:
 
     data_dir: Path = setting(Path("./var"), "Where the embedded backends keep their files")  # noqa: RUF009
     metadata_url: str = setting(
-        "", "Metadata store: sqlite:///path/meta.db or memory:// (default: meta.db in data_dir)"
+        "",
+        "Metadata store: sqlite:///path/meta.db, postgresql://user@host/db or memory:// "
+        "(default: meta.db in data_dir)",
+    )
+    metadata_pool_min_size: int = setting(
+        1, "PostgreSQL connections each process keeps open even when idle"
+    )
+    metadata_pool_max_size: int = setting(10, "Most PostgreSQL connections each process opens")
+    metadata_pool_timeout_seconds: float = setting(
+        5.0, "How long a metadata call waits for a PostgreSQL connection before answering 503"
+    )
+    metadata_connect_timeout_seconds: int = setting(
+        5, "How long connecting to PostgreSQL may take (unless the URL sets connect_timeout)"
+    )
+    metadata_statement_timeout_seconds: float = setting(
+        30.0, "Longest a PostgreSQL statement may run before it is cancelled (503)"
     )
     blob_url: str = setting(
         "", "Blob store: file:///path or memory:// (default: blobs/ in data_dir)"

@@ -1,7 +1,8 @@
 """Every backend, opened by URL: the contract tests run once per backend.
 
 A scale-out backend joins by adding its scheme to BLOB_BACKENDS or METADATA_BACKENDS (with a skip
-mark where its server is absent); the tests themselves do not change.
+mark where its server is absent); the tests themselves do not change. PostgreSQL's database comes
+from tests/postgres.py (skipped, with the reason, where no server answers).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from swell.backends import open_blobs, open_metadata
 from swell.backends.base import BlobStore, Metadata
 
 BLOB_BACKENDS = ["memory", "file"]
-METADATA_BACKENDS = ["memory", "sqlite"]
+METADATA_BACKENDS = ["memory", "sqlite", "postgres"]
 
 
 @dataclass
@@ -51,6 +52,8 @@ def blob_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
 
 @pytest.fixture(params=METADATA_BACKENDS)
 def meta_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    if request.param == "postgres":
+        return Opener("postgres", request.getfixturevalue("pg_url"))
     return Opener(request.param, _url(request.param, tmp_path, "meta"))
 
 

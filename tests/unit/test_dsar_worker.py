@@ -13,6 +13,7 @@ import pytest
 
 from swell.backends.base import Metadata
 from swell.backends.memory import MemoryMetadata
+from swell.backends.postgres import PostgresMetadata
 from swell.backends.sqlite import SQLiteMetadata
 from swell.errors import BlobStoreUnavailable, StorageError
 from swell.jobs import LEASE, Worker, backoff
@@ -22,10 +23,14 @@ from tests.conftest import FakeClock
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def meta(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Metadata]:
     db: Metadata = (
-        MemoryMetadata() if request.param == "memory" else SQLiteMetadata(tmp_path / "meta.db")
+        MemoryMetadata()
+        if request.param == "memory"
+        else PostgresMetadata(request.getfixturevalue("pg_url"))
+        if request.param == "postgres"
+        else SQLiteMetadata(tmp_path / "meta.db")
     )
     await db.create_org("acme", "k" * 32, "h")
     yield db

@@ -13,6 +13,7 @@ from hypothesis import given, strategies as st
 
 from swell.backends.base import Metadata
 from swell.backends.memory import MemoryMetadata
+from swell.backends.postgres import PostgresMetadata
 from swell.backends.sqlite import SQLiteMetadata
 from swell.errors import RateLimited
 from swell.ratelimit import CostLimiter, decide
@@ -21,10 +22,14 @@ from tests.conftest import FakeClock
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def meta(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Metadata]:
     store: Metadata = (
-        MemoryMetadata() if request.param == "memory" else SQLiteMetadata(tmp_path / "meta.db")
+        MemoryMetadata()
+        if request.param == "memory"
+        else PostgresMetadata(request.getfixturevalue("pg_url"))
+        if request.param == "postgres"
+        else SQLiteMetadata(tmp_path / "meta.db")
     )
     yield store
     await store.aclose()

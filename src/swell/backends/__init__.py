@@ -1,9 +1,11 @@
 """Backends chosen by URL, through one registry.
 
-* metadata: ``sqlite:///path/meta.db`` (the default: under the data directory), ``memory://[name]``
+* metadata: ``sqlite:///path/meta.db`` (the default: under the data directory),
+  ``postgresql://user@host:port/db`` (or ``postgres://``), ``memory://[name]``
 * blobs: ``file:///path/blobs`` (the default, under the data directory), ``memory://[name]``
 
-Each scheme names a ``module:Class``, imported only when used; its ``from_url(url)`` opens it.
+Each scheme names a ``module:Class``, imported only when used; its ``from_url(url)`` opens it, or
+its ``from_settings(url, settings)`` where the backend has settings of its own (a pool's size).
 The embedded log and the data-directory lock always live in the data directory
 (swell.backends.datadir). Everything above this package asks :func:`open_backends` for a
 :class:`Backends` and never names a scheme, a driver or a local path.
@@ -23,6 +25,8 @@ from swell.settings import Settings
 
 METADATA_SCHEMES = {
     "sqlite": "swell.backends.sqlite:SQLiteMetadata",
+    "postgresql": "swell.backends.postgres:PostgresMetadata",
+    "postgres": "swell.backends.postgres:PostgresMetadata",
     "memory": "swell.backends.memory:MemoryMetadata",
 }
 BLOB_SCHEMES = {
@@ -40,7 +44,7 @@ def url_path(url: str) -> Path:
     return Path(rest)
 
 
-def _open(kind: str, schemes: dict[str, str], url: str) -> Any:
+def _open(kind: str, schemes: dict[str, str], url: str, settings: Settings | None = None) -> Any:
     scheme = url.split("://", 1)[0] if "://" in url else ""
     target = schemes.get(scheme)
     if target is None:
@@ -48,7 +52,16 @@ def _open(kind: str, schemes: dict[str, str], url: str) -> Any:
             f"{kind} url {url!r}: unknown scheme {scheme!r}; use one of {sorted(schemes)}"
         )
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name).from_url(url)
+    try:
+        backend = getattr(importlib.import_module(module), name)
+    except ImportError as exc:  # an optional driver that is not installed
+        raise ConfigError(
+            f"{kind} url scheme {scheme!r} needs {exc.name!r}, which is not installed "
+            f"(pip install 'swell[{scheme.removesuffix('ql')}]')"
+        ) from None
+    if settings is not None and hasattr(backend, "from_settings"):
+        return backend.from_settings(url, settings)
+    return backend.from_url(url)
 
 
 def metadata_url(settings: Settings) -> str:
@@ -59,8 +72,8 @@ def blob_url(settings: Settings) -> str:
     return settings.blob_url or f"file://{settings.data_dir.resolve() / 'blobs'}"
 
 
-def open_metadata(url: str) -> Metadata:
-    store: Metadata = _open("metadata", METADATA_SCHEMES, url)
+def open_metadata(url: str, settings: Settings | None = None) -> Metadata:
+    store: Metadata = _open("metadata", METADATA_SCHEMES, url, settings)
     return store
 
 
@@ -96,7 +109,7 @@ async def open_backends(settings: Settings) -> Backends:
     """Lock the data directory, clean what a crash left there, and open every backend."""
     data_dir = DataDir.lock(settings.data_dir)
     try:
-        meta = open_metadata(metadata_url(settings))
+        meta = open_metadata(metadata_url(settings), settings)
         try:
             blobs = open_blobs(blob_url(settings))
             log = data_dir.open_log(settings.log_segment_bytes)

@@ -5,7 +5,8 @@ on SQLite. The user index is split into one clustered table per month of part ho
 (``user_blocks_YYYYMM``): each B-tree stays bounded, so sealing keeps its speed as data grows.
 
 The schema is versioned: ``sql/sqlite/NNNN_*.sql`` run in order, each in its own transaction, and
-``PRAGMA user_version`` records the last one applied.
+``PRAGMA user_version`` records the last one applied. Every statement is a named query of
+``sql/sqlite/queries.sql`` (swell.backends.queries).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from swell import model
+from swell.backends.queries import load_migrations, load_queries
 from swell.errors import AlreadyExists, Conflict, MetadataUnavailable, NotFound
 from swell.model import (
     FIRST_AMPLITUDE_ID,
@@ -54,31 +55,14 @@ T = TypeVar("T")
 #: is loaded.)
 HOUR_MS = 3_600_000
 
-USER_BLOCKS = """
-CREATE TABLE IF NOT EXISTS {table} (
-    project_id INTEGER NOT NULL, amplitude_id INTEGER NOT NULL, hour INTEGER NOT NULL,
-    seq INTEGER NOT NULL, blocks BLOB NOT NULL, events INTEGER NOT NULL,
-    PRIMARY KEY (project_id, amplitude_id, hour, seq)) WITHOUT ROWID
-"""
-
-DSAR_COLUMNS = (
-    "id, org_id, user_id, amplitude_id, start_date, end_date, status, fail_reason, outputs, "
-    "slots, created_at, expires_at, purged"
-)
+Q = load_queries("sqlite")
 
 IN_CHUNK = 500
 
 
 def migrations() -> list[tuple[int, str]]:
     """(version, SQL) of every schema migration, in order."""
-    folder = resources.files("swell.backends") / "sql" / "sqlite"
-    found = sorted(
-        (int(item.name.split("_", 1)[0]), item.read_text())
-        for item in folder.iterdir()
-        if item.name.endswith(".sql")
-    )
-    assert [v for v, _ in found] == list(range(1, len(found) + 1)), "migrations must be 1..n"
-    return found
+    return [(m.version, m.sql) for m in load_migrations("sqlite")]
 
 
 def _pack_keys(keys: Iterable[int]) -> bytes:
@@ -122,19 +106,8 @@ class SQLiteMetadata:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA cache_size=-262144")
             self._migrate()
-            self._month_tables = {
-                row[0]
-                for row in self._db.execute(
-                    "SELECT name FROM sqlite_master WHERE type='table' "
-                    "AND name LIKE 'user_blocks_%'"
-                )
-            }
-            self._dedup_tables = {
-                row[0]
-                for row in self._db.execute(
-                    "SELECT name FROM sqlite_master WHERE type='table' AND name GLOB 'dedup_[0-9]*'"
-                )
-            }
+            self._month_tables = {row[0] for row in self._db.execute(Q["month_tables"])}
+            self._dedup_tables = {row[0] for row in self._db.execute(Q["dedup_tables"])}
         except (sqlite3.Error, OSError) as exc:
             raise MetadataUnavailable(f"cannot open metadata database {path}: {exc}") from exc
 
@@ -194,13 +167,9 @@ class SQLiteMetadata:
     async def create_org(self, name: str, api_key: str, secret_hash: str) -> int:
         def run() -> int:
             with self._tx() as db:
-                org_id = db.execute("INSERT INTO orgs(name) VALUES (?)", (name,)).lastrowid
+                org_id = db.execute(Q["insert_org"], (name,)).lastrowid
                 assert org_id is not None
-                db.execute(
-                    "INSERT INTO api_keys(api_key, org_id, project_id, secret_hash) "
-                    "VALUES (?, ?, NULL, ?)",
-                    (api_key, org_id, secret_hash),
-                )
+                db.execute(Q["insert_key"], (api_key, org_id, None, secret_hash))
                 return org_id
 
         return await self._run(run)
@@ -208,22 +177,13 @@ class SQLiteMetadata:
     async def create_project(self, name: str, org_id: int, api_key: str, secret_hash: str) -> int:
         def run() -> int:
             with self._tx() as db:
-                if db.execute("SELECT 1 FROM orgs WHERE id = ?", (org_id,)).fetchone() is None:
+                if db.execute(Q["org_exists"], (org_id,)).fetchone() is None:
                     raise NotFound(f"org {org_id} does not exist")
                 # A deleted project's id is never given again: its insert_ids may still be in
                 # dedup windows.
-                project_id = db.execute(
-                    "INSERT INTO projects(id, org_id, name) VALUES ((SELECT max("
-                    "COALESCE((SELECT MAX(id) FROM projects), 0), COALESCE((SELECT value FROM kv "
-                    "WHERE name = 'last_deleted_project'), 0)) + 1), ?, ?)",
-                    (org_id, name),
-                ).lastrowid
+                project_id = db.execute(Q["insert_project"], (org_id, name)).lastrowid
                 assert project_id is not None
-                db.execute(
-                    "INSERT INTO api_keys(api_key, org_id, project_id, secret_hash) "
-                    "VALUES (?, ?, ?, ?)",
-                    (api_key, org_id, project_id, secret_hash),
-                )
+                db.execute(Q["insert_key"], (api_key, org_id, project_id, secret_hash))
                 return project_id
 
         return await self._run(run)
@@ -233,25 +193,15 @@ class SQLiteMetadata:
     ) -> None:
         def run() -> None:
             with self._tx() as db:
-                db.execute(
-                    "DELETE FROM api_keys WHERE org_id = ? AND project_id IS ?",
-                    (org_id, project_id),
-                )
-                db.execute(
-                    "INSERT INTO api_keys(api_key, org_id, project_id, secret_hash) "
-                    "VALUES (?, ?, ?, ?)",
-                    (api_key, org_id, project_id, secret_hash),
-                )
+                db.execute(Q["delete_owner_keys"], (org_id, project_id))
+                db.execute(Q["insert_key"], (api_key, org_id, project_id, secret_hash))
 
         await self._run(run)
 
     async def find_key(self, api_key: str) -> Principal | None:
         def run() -> Principal | None:
             with self._read() as db:
-                row = db.execute(
-                    "SELECT org_id, project_id, secret_hash FROM api_keys WHERE api_key = ?",
-                    (api_key,),
-                ).fetchone()
+                row = db.execute(Q["find_key"], (api_key,)).fetchone()
             return None if row is None else Principal(row[0], row[1], row[2])
 
         return await self._run(run)
@@ -259,16 +209,14 @@ class SQLiteMetadata:
     async def all_orgs(self) -> list[int]:
         def run() -> list[int]:
             with self._read() as db:
-                return [r[0] for r in db.execute("SELECT id FROM orgs ORDER BY id")]
+                return [r[0] for r in db.execute(Q["all_orgs"])]
 
         return await self._run(run)
 
     async def org_projects(self, org_id: int) -> list[int]:
         def run() -> list[int]:
             with self._read() as db:
-                rows = db.execute(
-                    "SELECT id FROM projects WHERE org_id = ? ORDER BY id", (org_id,)
-                ).fetchall()
+                rows = db.execute(Q["org_projects"], (org_id,)).fetchall()
             return [r[0] for r in rows]
 
         return await self._run(run)
@@ -276,10 +224,7 @@ class SQLiteMetadata:
     async def list_orgs(self) -> list[OrgInfo]:
         def run() -> list[OrgInfo]:
             with self._read() as db:
-                rows = db.execute(
-                    "SELECT o.id, o.name, o.created_at, COUNT(p.id) FROM orgs o "
-                    "LEFT JOIN projects p ON p.org_id = o.id GROUP BY o.id ORDER BY o.id"
-                ).fetchall()
+                rows = db.execute(Q["list_orgs"]).fetchall()
             return [OrgInfo(*row) for row in rows]
 
         return await self._run(run)
@@ -287,13 +232,7 @@ class SQLiteMetadata:
     async def list_projects(self, org_id: int | None = None) -> list[ProjectInfo]:
         def run() -> list[ProjectInfo]:
             with self._read() as db:
-                rows = db.execute(
-                    "SELECT p.id, p.org_id, p.name, p.created_at, COUNT(parts.seq), "
-                    "COALESCE(SUM(parts.events), 0) FROM projects p "
-                    "LEFT JOIN parts ON parts.project_id = p.id "
-                    "WHERE ? IS NULL OR p.org_id = ? GROUP BY p.id ORDER BY p.id",
-                    (org_id, org_id),
-                ).fetchall()
+                rows = db.execute(Q["list_projects"], (org_id, org_id)).fetchall()
             return [ProjectInfo(*row) for row in rows]
 
         return await self._run(run)
@@ -301,14 +240,9 @@ class SQLiteMetadata:
     async def delete_project(self, project_id: int) -> None:
         def run() -> None:
             with self._tx() as db:
-                if (
-                    db.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,)).fetchone()
-                    is None
-                ):
+                if db.execute(Q["project_exists"], (project_id,)).fetchone() is None:
                     raise NotFound(f"project {project_id} does not exist")
-                parts = db.execute(
-                    "SELECT COUNT(*) FROM parts WHERE project_id = ?", (project_id,)
-                ).fetchone()[0]
+                parts = db.execute(Q["count_project_parts"], (project_id,)).fetchone()[0]
                 if parts:
                     raise Conflict(
                         f"project {project_id} holds {parts} sealed part(s); only an empty "
@@ -317,14 +251,10 @@ class SQLiteMetadata:
                 tables = ["id_users", "id_devices", "user_props", "group_props", "user_links"]
                 tables += ["part_seqs", "import_keys"]
                 for table in tables:
-                    db.execute(f"DELETE FROM {table} WHERE project_id = ?", (project_id,))  # noqa: S608
-                db.execute("DELETE FROM api_keys WHERE project_id = ?", (project_id,))
-                db.execute("DELETE FROM projects WHERE id = ?", (project_id,))
-                db.execute(
-                    "INSERT INTO kv VALUES ('last_deleted_project', ?) ON CONFLICT(name) "
-                    "DO UPDATE SET value = max(value, excluded.value)",
-                    (project_id,),
-                )
+                    db.execute(Q["delete_project_rows"].format(table=table), (project_id,))
+                db.execute(Q["delete_project_keys"], (project_id,))
+                db.execute(Q["delete_project"], (project_id,))
+                db.execute(Q["record_deleted_project"], (project_id,))
 
         await self._run(run)
 
@@ -343,9 +273,9 @@ class SQLiteMetadata:
         def run() -> None:
             with self._tx() as db:
                 if table not in self._month_tables:
-                    db.execute(USER_BLOCKS.format(table=table))
+                    db.execute(Q["create_month_table"].format(table=table))
                 db.execute(
-                    "INSERT INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    Q["insert_part"],
                     (
                         part.project_id,
                         part.hour,
@@ -359,11 +289,11 @@ class SQLiteMetadata:
                         _pack(part.block_offsets),
                     ),
                 )
-                db.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)", blocks_rows)  # noqa: S608
-                db.executemany("INSERT OR IGNORE INTO user_links VALUES (?, ?, ?)", sorted(links))
+                db.executemany(Q["insert_user_blocks"].format(table=table), blocks_rows)
+                db.executemany(Q["insert_user_links"], sorted(links))
                 if import_keys:
                     db.execute(
-                        "INSERT INTO import_keys VALUES (?, ?, ?, ?)",
+                        Q["insert_import_keys"],
                         (part.project_id, part.hour, part.seq, _pack(import_keys)),
                     )
             self._month_tables.add(table)  # only once committed: a rollback undoes the CREATE
@@ -388,11 +318,7 @@ class SQLiteMetadata:
     async def parts(self, project_id: int, start_hour: int, end_hour: int) -> list[Part]:
         def run() -> list[Part]:
             with self._read() as db:
-                rows = db.execute(
-                    "SELECT * FROM parts WHERE project_id = ? AND hour BETWEEN ? AND ? "
-                    "ORDER BY hour, seq",
-                    (project_id, start_hour, end_hour),
-                ).fetchall()
+                rows = db.execute(Q["parts"], (project_id, start_hour, end_hour)).fetchall()
             return [self._part(r) for r in rows]
 
         return await self._run(run)
@@ -400,20 +326,10 @@ class SQLiteMetadata:
     async def allocate_part_seq(self, project_id: int, hour: int) -> int:
         def run() -> int:
             with self._tx() as db:
-                stored = db.execute(
-                    "SELECT next FROM part_seqs WHERE project_id = ? AND hour = ?",
-                    (project_id, hour),
-                ).fetchone()
-                top = db.execute(
-                    "SELECT MAX(seq) FROM parts WHERE project_id = ? AND hour = ?",
-                    (project_id, hour),
-                ).fetchone()[0]
+                stored = db.execute(Q["stored_part_seq"], (project_id, hour)).fetchone()
+                top = db.execute(Q["top_part_seq"], (project_id, hour)).fetchone()[0]
                 seq = max(0 if stored is None else stored[0], 0 if top is None else top + 1)
-                db.execute(
-                    "INSERT INTO part_seqs VALUES (?, ?, ?) "
-                    "ON CONFLICT(project_id, hour) DO UPDATE SET next = excluded.next",
-                    (project_id, hour, seq + 1),
-                )
+                db.execute(Q["store_part_seq"], (project_id, hour, seq + 1))
                 return int(seq)
 
         return await self._run(run)
@@ -421,10 +337,7 @@ class SQLiteMetadata:
     async def import_keys(self, project_id: int, hour: int) -> set[int]:
         def run() -> set[int]:
             with self._read() as db:
-                rows = db.execute(
-                    "SELECT keys FROM import_keys WHERE project_id = ? AND hour = ?",
-                    (project_id, hour),
-                ).fetchall()
+                rows = db.execute(Q["import_keys"], (project_id, hour)).fetchall()
             keys: set[int] = set()
             for (blob,) in rows:
                 keys.update(_unpack(blob))
@@ -437,19 +350,17 @@ class SQLiteMetadata:
 
         def run() -> tuple[list[Part], list[str]]:
             with self._tx() as db:
-                dropped = [
-                    self._part(r) for r in db.execute("SELECT * FROM parts WHERE hour < ?", (hour,))
-                ]
+                dropped = [self._part(r) for r in db.execute(Q["parts_before"], (hour,))]
                 if not dropped:
                     return [], []
-                db.execute("DELETE FROM parts WHERE hour < ?", (hour,))
-                db.execute("DELETE FROM import_keys WHERE hour < ?", (hour,))
-                db.execute("DELETE FROM part_seqs WHERE hour < ?", (hour,))
+                db.execute(Q["delete_parts_before"], (hour,))
+                db.execute(Q["delete_import_keys_before"], (hour,))
+                db.execute(Q["delete_part_seqs_before"], (hour,))
                 gone = [t for t in self._month_tables if t < cutoff_table]
                 for table in gone:  # a whole month before the cutoff
-                    db.execute(f"DROP TABLE {table}")
+                    db.execute(Q["drop_month_table"].format(table=table))
                 if cutoff_table in self._month_tables:
-                    db.execute(f"DELETE FROM {cutoff_table} WHERE hour < ?", (hour,))  # noqa: S608
+                    db.execute(Q["delete_user_blocks_before"].format(table=cutoff_table), (hour,))
             return dropped, gone
 
         dropped, gone = await self._run(run)
@@ -459,9 +370,7 @@ class SQLiteMetadata:
     async def sealed_watermarks(self) -> dict[tuple[int, int], int]:
         def run() -> dict[tuple[int, int], int]:
             with self._read() as db:
-                rows = db.execute(
-                    "SELECT project_id, hour, MAX(max_lsn) FROM parts GROUP BY project_id, hour"
-                ).fetchall()
+                rows = db.execute(Q["sealed_watermarks"]).fetchall()
             return {(r[0], r[1]): r[2] for r in rows}
 
         return await self._run(run)
@@ -470,9 +379,7 @@ class SQLiteMetadata:
         def run() -> list[int]:
             with self._read() as db:
                 rows = db.execute(
-                    "SELECT amplitude_id FROM user_links WHERE project_id = ? AND user_id = ? "
-                    "UNION SELECT amplitude_id FROM id_users WHERE project_id = ? AND user_id = ?",
-                    (project_id, user_id, project_id, user_id),
+                    Q["amplitude_ids_for_user"], (project_id, user_id, project_id, user_id)
                 ).fetchall()
             return sorted(r[0] for r in rows)
 
@@ -487,20 +394,12 @@ class SQLiteMetadata:
                 for table in sorted(self._month_tables):
                     for chunk in _chunks(ids):
                         marks = ",".join("?" * len(chunk))
-                        found.extend(
-                            db.execute(
-                                f"SELECT amplitude_id, hour, seq, blocks, events FROM {table} "  # noqa: S608
-                                f"WHERE project_id = ? AND amplitude_id IN ({marks})",
-                                (project_id, *chunk),
-                            )
-                        )
+                        sql = Q["user_blocks"].format(table=table, marks=marks)
+                        found.extend(db.execute(sql, (project_id, *chunk)))
                 parts: dict[tuple[int, int], Part] = {}
                 for _, hour, seq, _, _ in found:
                     if (hour, seq) not in parts:
-                        row = db.execute(
-                            "SELECT * FROM parts WHERE project_id = ? AND hour = ? AND seq = ?",
-                            (project_id, hour, seq),
-                        ).fetchone()
+                        row = db.execute(Q["part"], (project_id, hour, seq)).fetchone()
                         parts[(hour, seq)] = self._part(row)
             return [
                 UserBlocks(project_id, aid, parts[(hour, seq)], _unpack(blocks), events)
@@ -532,27 +431,17 @@ class SQLiteMetadata:
         def run() -> StateSnapshot:
             snap = StateSnapshot()
             with self._read() as db:
-                sql = "SELECT user_id, amplitude_id FROM id_users WHERE project_id = ? "
-                for uid, aid in lookup(db, sql + "AND user_id IN ({marks})", users):
+                for uid, aid in lookup(db, Q["load_users"], users):
                     snap.users[uid] = aid
-                sql = (
-                    "SELECT device_id, amplitude_id, anonymous FROM id_devices "
-                    "WHERE project_id = ? "
-                )
-                for did, aid, anon in lookup(db, sql + "AND device_id IN ({marks})", devices):
+                for did, aid, anon in lookup(db, Q["load_devices"], devices):
                     snap.devices[did] = (aid, bool(anon))
                 wanted = sorted(
                     {*aids, *snap.users.values(), *(d[0] for d in snap.devices.values())}
                 )
-                sql = "SELECT amplitude_id, props FROM user_props WHERE project_id = ? "
-                for aid, props in lookup(db, sql + "AND amplitude_id IN ({marks})", wanted):
+                for aid, props in lookup(db, Q["load_props"], wanted):
                     snap.props[aid] = _loads(props)
                 for gtype, gvalue in groups:
-                    row = db.execute(
-                        "SELECT props FROM group_props WHERE project_id = ? AND group_type = ? "
-                        "AND group_value = ?",
-                        (project_id, gtype, gvalue),
-                    ).fetchone()
+                    row = db.execute(Q["load_group"], (project_id, gtype, gvalue)).fetchone()
                     if row is not None:
                         snap.groups[(gtype, gvalue)] = _loads(row[0])
             return snap
@@ -562,18 +451,13 @@ class SQLiteMetadata:
     async def save_state(self, changes: StateChanges) -> None:
         def run() -> None:
             with self._tx() as db:
-                db.executemany("INSERT OR REPLACE INTO id_users VALUES (?, ?, ?)", changes.users)
-                db.executemany(
-                    "INSERT OR REPLACE INTO id_devices VALUES (?, ?, ?, ?)", changes.devices
-                )
-                db.executemany("INSERT OR REPLACE INTO user_props VALUES (?, ?, ?)", changes.props)
-                db.executemany(
-                    "INSERT OR REPLACE INTO group_props VALUES (?, ?, ?, ?)", changes.groups
-                )
+                db.executemany(Q["save_users"], changes.users)
+                db.executemany(Q["save_devices"], changes.devices)
+                db.executemany(Q["save_props"], changes.props)
+                db.executemany(Q["save_groups"], changes.groups)
                 chunks = self._save_dedup(db, changes.dedup) if changes.dedup else None
                 db.executemany(
-                    "INSERT INTO kv VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
-                    "value = max(value, excluded.value)",
+                    Q["save_position"],
                     [("state_lsn", changes.lsn), ("next_amplitude_id", changes.next_amplitude_id)],
                 )
             if chunks is not None:  # only once committed: a rollback undoes them
@@ -584,9 +468,7 @@ class SQLiteMetadata:
     def _dedup_rows(self, db: sqlite3.Connection) -> dict[int, int]:
         """hour -> saved chunk rows (read once; kept up to date by the writes that commit)."""
         if self._dedup_chunks is None:
-            self._dedup_chunks = dict(
-                db.execute("SELECT hour, count(*) FROM dedup_chunks GROUP BY hour").fetchall()
-            )
+            self._dedup_chunks = dict(db.execute(Q["dedup_chunk_counts"]).fetchall())
         return self._dedup_chunks
 
     def _save_dedup(
@@ -599,26 +481,22 @@ class SQLiteMetadata:
         for _project, key, seen_ms in rows:
             by_hour.setdefault(seen_ms // HOUR_MS, []).append(key)
         db.executemany(
-            "INSERT INTO dedup_chunks(hour, keys) VALUES (?, ?)",
-            [(hour, _pack_keys(keys)) for hour, keys in by_hour.items()],
+            Q["insert_dedup_chunk"], [(hour, _pack_keys(keys)) for hour, keys in by_hour.items()]
         )
         for hour in by_hour:
             counts[hour] = counts.get(hour, 0) + 1
         newest = max(by_hour)
         for hour in [h for h, n in counts.items() if n > 1 and h < newest]:
-            blobs = db.execute("SELECT keys FROM dedup_chunks WHERE hour = ?", (hour,)).fetchall()
-            db.execute("DELETE FROM dedup_chunks WHERE hour = ?", (hour,))
-            db.execute(
-                "INSERT INTO dedup_chunks(hour, keys) VALUES (?, ?)",
-                (hour, b"".join(blob for (blob,) in blobs)),
-            )
+            blobs = db.execute(Q["dedup_chunks_of_hour"], (hour,)).fetchall()
+            db.execute(Q["delete_dedup_hour"], (hour,))
+            db.execute(Q["insert_dedup_chunk"], (hour, b"".join(blob for (blob,) in blobs)))
             counts[hour] = 1
         return counts
 
     async def state_position(self) -> tuple[int, int]:
         def run() -> tuple[int, int]:
             with self._read() as db:
-                kv = dict(db.execute("SELECT name, value FROM kv").fetchall())
+                kv = dict(db.execute(Q["state_position"]).fetchall())
             return int(kv.get("state_lsn", 0)), int(kv.get("next_amplitude_id", FIRST_AMPLITUDE_ID))
 
         return await self._run(run)
@@ -626,13 +504,9 @@ class SQLiteMetadata:
     async def allocate_amplitude_ids(self, count: int, floor: int) -> int:
         def run() -> int:
             with self._tx() as db:
-                row = db.execute("SELECT value FROM kv WHERE name = 'next_amplitude_id'").fetchone()
+                row = db.execute(Q["next_amplitude_id"]).fetchone()
                 first = max(FIRST_AMPLITUDE_ID if row is None else int(row[0]), floor)
-                db.execute(
-                    "INSERT INTO kv VALUES ('next_amplitude_id', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                    (first + count,),
-                )
+                db.execute(Q["store_next_amplitude_id"], (first + count,))
                 return first
 
         return await self._run(run)
@@ -646,16 +520,11 @@ class SQLiteMetadata:
 
         def run() -> Charge:
             with self._tx() as db:
-                db.execute(
-                    "DELETE FROM budget_charges WHERE key = ? AND at <= ?",
-                    (key, at - window_seconds),
-                )
-                charges = db.execute(
-                    "SELECT at, cost FROM budget_charges WHERE key = ? ORDER BY at", (key,)
-                ).fetchall()
+                db.execute(Q["prune_budget"], (key, at - window_seconds))
+                charges = db.execute(Q["budget_charges"], (key,)).fetchall()
                 charge = decide(charges, cost, budget, window_seconds, at)
                 if charge.allowed and cost:
-                    db.execute("INSERT INTO budget_charges VALUES (?, ?, ?)", (key, at, cost))
+                    db.execute(Q["insert_budget_charge"], (key, at, cost))
                 return charge
 
         return await self._run(run)
@@ -669,10 +538,7 @@ class SQLiteMetadata:
                 self._dedup_rows(db)
                 return [
                     model.DedupChunk(hour, keys)
-                    for hour, keys in db.execute(
-                        "SELECT hour, keys FROM dedup_chunks WHERE hour >= ? ORDER BY hour",
-                        (first_hour,),
-                    )
+                    for hour, keys in db.execute(Q["load_dedup"], (first_hour,))
                 ]
 
         return await self._run(run)
@@ -683,10 +549,10 @@ class SQLiteMetadata:
             self._dedup_rows(db)
             rows: list[tuple[int, int, int]] = []
             for table in sorted(self._dedup_tables):
-                rows.extend(db.execute(f"SELECT project_id, key, seen_ms FROM {table}"))  # noqa: S608
+                rows.extend(db.execute(Q["dedup_day_rows"].format(table=table)))
             chunks = self._save_dedup(db, rows) if rows else self._dedup_chunks
             for table in self._dedup_tables:
-                db.execute(f"DROP TABLE IF EXISTS {table}")
+                db.execute(Q["drop_dedup_day"].format(table=table))
         self._dedup_chunks = chunks
         self._dedup_tables.clear()
 
@@ -698,7 +564,7 @@ class SQLiteMetadata:
                 counts = self._dedup_rows(db)
                 stale = [h for h in counts if h < last]
                 if stale:
-                    db.execute("DELETE FROM dedup_chunks WHERE hour < ?", (last,))
+                    db.execute(Q["prune_dedup"], (last,))
             for hour in stale:
                 counts.pop(hour, None)
             return len(stale)
@@ -739,16 +605,10 @@ class SQLiteMetadata:
         def run() -> DsarRequest:
             with self._tx() as db:
                 row = db.execute(
-                    "INSERT INTO dsar_requests(org_id, user_id, amplitude_id, start_date, "  # noqa: S608
-                    "end_date, status, created_at) VALUES (?, ?, ?, ?, ?, 'staging', ?) "
-                    f"RETURNING {DSAR_COLUMNS}",
+                    Q["create_dsar"],
                     (org_id, user_id, amplitude_id, start_date, end_date, created),
                 ).fetchone()
-                db.execute(
-                    "INSERT INTO jobs(kind, ref, status, run_after, created_at) "
-                    "VALUES ('dsar', ?, 'queued', ?, ?)",
-                    (row[0], created, created),
-                )
+                db.execute(Q["insert_job"], (row[0], created, created))
             return self._dsar(row)
 
         return await self._run(run)
@@ -756,10 +616,7 @@ class SQLiteMetadata:
     async def get_dsar(self, request_id: int) -> DsarRequest | None:
         def run() -> DsarRequest | None:
             with self._read() as db:
-                row = db.execute(
-                    f"SELECT {DSAR_COLUMNS} FROM dsar_requests WHERE id = ?",  # noqa: S608
-                    (request_id,),
-                ).fetchone()
+                row = db.execute(Q["get_dsar"], (request_id,)).fetchone()
             return None if row is None else self._dsar(row)
 
         return await self._run(run)
@@ -767,21 +624,14 @@ class SQLiteMetadata:
     async def start_dsar(self, request_id: int) -> None:
         def run() -> None:
             with self._tx() as db:
-                db.execute(
-                    "UPDATE dsar_requests SET status = 'submitted' "
-                    "WHERE id = ? AND status = 'staging'",
-                    (request_id,),
-                )
+                db.execute(Q["start_dsar"], (request_id,))
 
         await self._run(run)
 
     async def reserve_dsar_outputs(self, request_id: int, count: int) -> None:
         def run() -> None:
             with self._tx() as db:
-                db.execute(
-                    "UPDATE dsar_requests SET slots = max(slots, ?) WHERE id = ?",
-                    (count, request_id),
-                )
+                db.execute(Q["reserve_dsar_outputs"], (count, request_id))
 
         await self._run(run)
 
@@ -791,38 +641,25 @@ class SQLiteMetadata:
         def run() -> None:
             with self._tx() as db:
                 db.execute(
-                    "UPDATE dsar_requests SET status = 'done', fail_reason = NULL, outputs = ?, "
-                    "slots = max(slots, ?), expires_at = ? WHERE id = ?",
+                    Q["finish_dsar"],
                     (outputs, outputs, model.format_ts(expires_at), request_id),
                 )
-                db.execute("UPDATE jobs SET status = 'done' WHERE id = ?", (job_id,))
+                db.execute(Q["complete_job"], (job_id,))
 
         await self._run(run)
 
     async def fail_dsar(self, job_id: int, request_id: int, reason: str) -> None:
         def run() -> None:
             with self._tx() as db:
-                db.execute(
-                    "UPDATE dsar_requests SET status = 'failed', fail_reason = ?, outputs = 0, "
-                    "expires_at = NULL WHERE id = ?",
-                    (reason, request_id),
-                )
-                db.execute(
-                    "UPDATE jobs SET status = 'failed', last_error = ? WHERE id = ?",
-                    (reason, job_id),
-                )
+                db.execute(Q["fail_dsar"], (reason, request_id))
+                db.execute(Q["fail_job"], (reason, job_id))
 
         await self._run(run)
 
     async def expired_dsars(self, now: datetime, limit: int = 100) -> list[DsarRequest]:
         def run() -> list[DsarRequest]:
             with self._read() as db:
-                rows = db.execute(
-                    f"SELECT {DSAR_COLUMNS} FROM dsar_requests "  # noqa: S608
-                    "WHERE status = 'done' AND purged = 0 AND expires_at <= ? "
-                    "ORDER BY expires_at LIMIT ?",
-                    (model.format_ts(now), limit),
-                ).fetchall()
+                rows = db.execute(Q["expired_dsars"], (model.format_ts(now), limit)).fetchall()
             return [self._dsar(r) for r in rows]
 
         return await self._run(run)
@@ -830,7 +667,7 @@ class SQLiteMetadata:
     async def mark_dsar_purged(self, request_id: int) -> None:
         def run() -> None:
             with self._tx() as db:
-                db.execute("UPDATE dsar_requests SET purged = 1 WHERE id = ?", (request_id,))
+                db.execute(Q["mark_dsar_purged"], (request_id,))
 
         await self._run(run)
 
@@ -839,15 +676,7 @@ class SQLiteMetadata:
 
         def run() -> Job | None:
             with self._tx() as db:
-                row = db.execute(
-                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = ?, "
-                    "claimed_at = ?, lease_until = ? WHERE id = (SELECT id FROM jobs "
-                    "WHERE (status = 'queued' AND run_after <= ?) "
-                    "OR (status = 'running' AND lease_until <= ?) "
-                    "ORDER BY run_after, id LIMIT 1) "
-                    "RETURNING id, kind, ref, attempts",
-                    (worker, stamp, lease, stamp, stamp),
-                ).fetchone()
+                row = db.execute(Q["claim_job"], (worker, stamp, lease, stamp, stamp)).fetchone()
             return None if row is None else Job(row[0], row[1], row[2], row[3])
 
         return await self._run(run)
@@ -857,24 +686,14 @@ class SQLiteMetadata:
 
         def run() -> bool:
             with self._tx() as db:
-                return (
-                    db.execute(
-                        "UPDATE jobs SET lease_until = ? "
-                        "WHERE id = ? AND worker = ? AND status = 'running'",
-                        (lease, job_id, worker),
-                    ).rowcount
-                    == 1
-                )
+                return db.execute(Q["extend_lease"], (lease, job_id, worker)).rowcount == 1
 
         return await self._run(run)
 
     async def requeue_running_jobs(self) -> int:
         def run() -> int:
             with self._tx() as db:
-                return db.execute(
-                    "UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL "
-                    "WHERE status = 'running'"
-                ).rowcount
+                return db.execute(Q["requeue_running_jobs"]).rowcount
 
         return await self._run(run)
 
@@ -884,8 +703,7 @@ class SQLiteMetadata:
         def run() -> None:
             with self._tx() as db:
                 db.execute(
-                    "UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL, "
-                    "last_error = ?, run_after = ?, attempts = attempts - ? WHERE id = ?",
+                    Q["retry_job"],
                     (error[:2000], model.format_ts(run_after), 0 if count_attempt else 1, job_id),
                 )
 
@@ -894,7 +712,7 @@ class SQLiteMetadata:
     async def complete_job(self, job_id: int) -> None:
         def run() -> None:
             with self._tx() as db:
-                db.execute("UPDATE jobs SET status = 'done' WHERE id = ?", (job_id,))
+                db.execute(Q["complete_job"], (job_id,))
 
         await self._run(run)
 

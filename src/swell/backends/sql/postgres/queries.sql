@@ -1,0 +1,361 @@
+-- Every statement PostgresMetadata runs (swell.backends.queries reads this file), with psycopg's
+-- %(name)s parameters. Names match sql/sqlite/queries.sql where the statements correspond.
+-- Lists travel as arrays (one statement per batch, whatever its size); {placeholders} are
+-- identifiers and literals the backend composes itself (psycopg.sql), never input.
+
+-- schema -----------------------------------------------------------------------------------------
+
+-- name: lock_schema
+-- Held (per session) while migrations run: two nodes starting at once migrate one after the other.
+SELECT pg_advisory_lock(%(key)s)
+
+-- name: unlock_schema
+SELECT pg_advisory_unlock(%(key)s)
+
+-- name: create_schema_table
+CREATE TABLE IF NOT EXISTS swell_schema (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) FROM swell_schema
+
+-- name: record_migration
+INSERT INTO swell_schema (version, name) VALUES (%(version)s, %(name)s)
+
+-- name: partitions
+-- The partitions of a partitioned table (user_blocks, by month).
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = to_regclass(%(parent)s)
+
+-- name: lock_partitions
+-- Taken before creating or dropping a partition, so two nodes never race on one.
+SELECT pg_advisory_xact_lock(%(key)s)
+
+-- name: create_partition
+CREATE TABLE IF NOT EXISTS {partition} PARTITION OF {parent} FOR VALUES FROM ({start}) TO ({end})
+
+-- name: drop_partition
+DROP TABLE IF EXISTS {partition}
+
+-- keys -------------------------------------------------------------------------------------------
+
+-- name: insert_org
+INSERT INTO orgs (name) VALUES (%(name)s) RETURNING id
+
+-- name: insert_key
+INSERT INTO api_keys (api_key, org_id, project_id, secret_hash)
+VALUES (%(api_key)s, %(org_id)s, %(project_id)s, %(secret_hash)s)
+
+-- name: org_exists
+SELECT 1 FROM orgs WHERE id = %(org_id)s
+
+-- name: insert_project
+INSERT INTO projects (org_id, name) VALUES (%(org_id)s, %(name)s) RETURNING id
+
+-- name: delete_owner_keys
+-- Every key of an org (project_id NULL) or of one project.
+DELETE FROM api_keys
+WHERE org_id = %(org_id)s AND project_id IS NOT DISTINCT FROM %(project_id)s::bigint
+
+-- name: find_key
+SELECT org_id, project_id, secret_hash FROM api_keys WHERE api_key = %(api_key)s
+
+-- name: all_orgs
+SELECT id FROM orgs ORDER BY id
+
+-- name: org_projects
+SELECT id FROM projects WHERE org_id = %(org_id)s ORDER BY id
+
+-- name: list_orgs
+SELECT o.id, o.name, to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+    count(p.id)
+FROM orgs o LEFT JOIN projects p ON p.org_id = o.id
+GROUP BY o.id ORDER BY o.id
+
+-- name: list_projects
+-- Every project (of one org, unless the org is NULL) with what its catalog holds.
+SELECT p.id, p.org_id, p.name, to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+    count(parts.seq), coalesce(sum(parts.events), 0)::bigint
+FROM projects p LEFT JOIN parts ON parts.project_id = p.id
+WHERE %(org_id)s::bigint IS NULL OR p.org_id = %(org_id)s::bigint
+GROUP BY p.id ORDER BY p.id
+
+-- name: project_exists
+-- Locked, so a part sealed or a project deleted meanwhile waits for this transaction.
+SELECT 1 FROM projects WHERE id = %(project_id)s FOR UPDATE
+
+-- name: count_project_parts
+SELECT count(*) FROM parts WHERE project_id = %(project_id)s
+
+-- name: delete_project_rows
+DELETE FROM {table} WHERE project_id = %(project_id)s
+
+-- name: delete_project_keys
+DELETE FROM api_keys WHERE project_id = %(project_id)s
+
+-- name: delete_project
+DELETE FROM projects WHERE id = %(project_id)s
+
+-- catalog and user index -------------------------------------------------------------------------
+
+-- name: insert_part
+INSERT INTO parts (project_id, hour, seq, size, crc32, events, min_time, max_time, max_lsn, blocks)
+VALUES (%(project_id)s, %(hour)s, %(seq)s, %(size)s, %(crc32)s, %(events)s, %(min_time)s,
+    %(max_time)s, %(max_lsn)s, %(blocks)s)
+
+-- name: insert_user_blocks
+INSERT INTO user_blocks (project_id, amplitude_id, hour, seq, blocks, events)
+SELECT %(project_id)s, t.amplitude_id, %(hour)s, %(seq)s, t.blocks, t.events
+FROM unnest(%(amplitude_ids)s::bigint[], %(blocks)s::bytea[], %(events)s::integer[])
+    AS t(amplitude_id, blocks, events)
+
+-- name: insert_user_links
+-- Sorted, so concurrent seals that share links lock them in one order.
+INSERT INTO user_links (project_id, user_id, amplitude_id)
+SELECT %(project_id)s, t.user_id, t.amplitude_id
+FROM unnest(%(user_ids)s::bytea[], %(amplitude_ids)s::bigint[]) AS t(user_id, amplitude_id)
+ORDER BY t.user_id, t.amplitude_id
+ON CONFLICT DO NOTHING
+
+-- name: insert_import_keys
+INSERT INTO import_keys (project_id, hour, seq, keys)
+VALUES (%(project_id)s, %(hour)s, %(seq)s, %(keys)s)
+
+-- name: import_keys
+SELECT keys FROM import_keys WHERE project_id = %(project_id)s AND hour = %(hour)s
+
+-- name: delete_parts_before
+-- Retention: the catalog rows go first, returned so their blobs can be deleted.
+DELETE FROM parts WHERE hour < %(hour)s
+RETURNING project_id, hour, seq, size, crc32, events, min_time, max_time, max_lsn, blocks
+
+-- name: delete_import_keys_before
+DELETE FROM import_keys WHERE hour < %(hour)s
+
+-- name: delete_part_seqs_before
+DELETE FROM part_seqs WHERE hour < %(hour)s
+
+-- name: delete_user_blocks_before
+-- What is left of the month the cutoff falls in (whole months before it are dropped).
+DELETE FROM user_blocks WHERE hour < %(hour)s
+
+-- name: parts
+SELECT project_id, hour, seq, size, crc32, events, min_time, max_time, max_lsn, blocks
+FROM parts
+WHERE project_id = %(project_id)s AND hour BETWEEN %(start_hour)s AND %(end_hour)s
+ORDER BY hour, seq
+
+-- name: allocate_part_seq
+-- One statement, atomic under the row lock ON CONFLICT takes: the next number is above both the
+-- stored one and every recorded part (parts recorded before any allocation count too).
+INSERT INTO part_seqs AS s (project_id, hour, next)
+SELECT %(project_id)s, %(hour)s, coalesce(max(seq) + 1, 0) + 1
+FROM parts WHERE project_id = %(project_id)s AND hour = %(hour)s
+ON CONFLICT (project_id, hour) DO UPDATE SET next = greatest(s.next, excluded.next - 1) + 1
+RETURNING next - 1
+
+-- name: sealed_watermarks
+SELECT project_id, hour, max(max_lsn) FROM parts GROUP BY project_id, hour
+
+-- name: amplitude_ids_for_user
+SELECT amplitude_id FROM user_links WHERE project_id = %(project_id)s AND user_id = %(user_id)s
+UNION
+SELECT amplitude_id FROM id_users WHERE project_id = %(project_id)s AND user_id = %(user_id)s
+ORDER BY 1
+
+-- name: user_blocks
+-- An index read in each month's partition, joined to the parts it names.
+SELECT b.amplitude_id, b.blocks, b.events,
+    p.project_id, p.hour, p.seq, p.size, p.crc32, p.events, p.min_time, p.max_time, p.max_lsn,
+    p.blocks
+FROM user_blocks b
+JOIN parts p ON p.project_id = b.project_id AND p.hour = b.hour AND p.seq = b.seq
+WHERE b.project_id = %(project_id)s AND b.amplitude_id = ANY(%(amplitude_ids)s::bigint[])
+ORDER BY b.amplitude_id, b.hour, b.seq
+
+-- identity state ---------------------------------------------------------------------------------
+
+-- name: load_users
+-- One primary-key probe per key: LIMIT 1 keeps the planner from turning the lookup into a scan
+-- of the project's rows (which it prefers while a table is small or its statistics stale).
+SELECT k.user_id, u.amplitude_id
+FROM unnest(%(keys)s::bytea[]) AS k(user_id)
+CROSS JOIN LATERAL (
+    SELECT amplitude_id FROM id_users
+    WHERE project_id = %(project_id)s AND user_id = k.user_id LIMIT 1) AS u
+
+-- name: load_devices
+SELECT k.device_id, d.amplitude_id, d.anonymous
+FROM unnest(%(keys)s::bytea[]) AS k(device_id)
+CROSS JOIN LATERAL (
+    SELECT amplitude_id, anonymous FROM id_devices
+    WHERE project_id = %(project_id)s AND device_id = k.device_id LIMIT 1) AS d
+
+-- name: load_props
+SELECT k.amplitude_id, p.props
+FROM unnest(%(keys)s::bigint[]) AS k(amplitude_id)
+CROSS JOIN LATERAL (
+    SELECT props FROM user_props
+    WHERE project_id = %(project_id)s AND amplitude_id = k.amplitude_id LIMIT 1) AS p
+
+-- name: load_groups
+SELECT k.group_type, k.group_value, g.props
+FROM unnest(%(group_types)s::bytea[], %(group_values)s::bytea[]) AS k(group_type, group_value)
+CROSS JOIN LATERAL (
+    SELECT props FROM group_props
+    WHERE project_id = %(project_id)s AND group_type = k.group_type
+        AND group_value = k.group_value LIMIT 1) AS g
+
+-- name: save_users
+INSERT INTO id_users (project_id, user_id, amplitude_id)
+SELECT * FROM unnest(%(project_ids)s::bigint[], %(user_ids)s::bytea[], %(amplitude_ids)s::bigint[])
+ON CONFLICT (project_id, user_id) DO UPDATE SET amplitude_id = excluded.amplitude_id
+
+-- name: save_devices
+INSERT INTO id_devices (project_id, device_id, amplitude_id, anonymous)
+SELECT * FROM unnest(%(project_ids)s::bigint[], %(device_ids)s::bytea[],
+    %(amplitude_ids)s::bigint[], %(anonymous)s::boolean[])
+ON CONFLICT (project_id, device_id) DO UPDATE
+SET amplitude_id = excluded.amplitude_id, anonymous = excluded.anonymous
+
+-- name: save_props
+INSERT INTO user_props (project_id, amplitude_id, props)
+SELECT * FROM unnest(%(project_ids)s::bigint[], %(amplitude_ids)s::bigint[], %(props)s::bytea[])
+ON CONFLICT (project_id, amplitude_id) DO UPDATE SET props = excluded.props
+
+-- name: save_groups
+INSERT INTO group_props (project_id, group_type, group_value, props)
+SELECT * FROM unnest(%(project_ids)s::bigint[], %(group_types)s::bytea[],
+    %(group_values)s::bytea[], %(props)s::bytea[])
+ON CONFLICT (project_id, group_type, group_value) DO UPDATE SET props = excluded.props
+
+-- name: insert_dedup_chunk
+INSERT INTO dedup_chunks (hour, keys)
+SELECT * FROM unnest(%(hours)s::integer[], %(keys)s::bytea[])
+
+-- name: merge_dedup_hours
+-- Every hour before the newest saved that has several chunks becomes one chunk.
+WITH many AS (
+    SELECT hour FROM dedup_chunks WHERE hour < %(newest)s GROUP BY hour HAVING count(*) > 1),
+gone AS (
+    DELETE FROM dedup_chunks d USING many WHERE d.hour = many.hour RETURNING d.hour, d.keys)
+INSERT INTO dedup_chunks (hour, keys)
+SELECT hour, string_agg(keys, ''::bytea) FROM gone GROUP BY hour
+
+-- name: save_position
+-- The state's log position and amplitude_id floor, which never move backwards.
+INSERT INTO kv AS k (name, value)
+VALUES ('state_lsn', %(lsn)s), ('next_amplitude_id', %(next_amplitude_id)s)
+ON CONFLICT (name) DO UPDATE SET value = greatest(k.value, excluded.value)
+
+-- name: state_position
+SELECT name, value FROM kv
+
+-- name: allocate_amplitude_ids
+-- One statement, atomic under the row lock ON CONFLICT takes.
+INSERT INTO kv AS k (name, value)
+VALUES ('next_amplitude_id', greatest(%(first)s::bigint, %(floor)s::bigint) + %(count)s::bigint)
+ON CONFLICT (name) DO UPDATE SET value = greatest(k.value, %(floor)s::bigint) + %(count)s::bigint
+RETURNING value - %(count)s::bigint
+
+-- name: load_dedup
+SELECT hour, keys FROM dedup_chunks WHERE hour >= %(hour)s ORDER BY hour
+
+-- name: prune_dedup
+-- Whole hours; returns how many went.
+WITH gone AS (DELETE FROM dedup_chunks WHERE hour < %(hour)s RETURNING hour)
+SELECT count(DISTINCT hour) FROM gone
+
+-- budgets ----------------------------------------------------------------------------------------
+
+-- name: lock_budget
+-- The key's row lock, held to the end of the charge's transaction: charges of one key queue up.
+INSERT INTO budget_keys AS b (key) VALUES (%(key)s)
+ON CONFLICT (key) DO UPDATE SET key = b.key
+
+-- name: budget_charges
+-- The charges still in the window, oldest first; the ones that left it are deleted.
+WITH gone AS (DELETE FROM budget_charges WHERE key = %(key)s AND at <= %(cutoff)s)
+SELECT at, cost FROM budget_charges WHERE key = %(key)s AND at > %(cutoff)s ORDER BY at
+
+-- name: insert_budget_charge
+INSERT INTO budget_charges (key, at, cost) VALUES (%(key)s, %(at)s, %(cost)s)
+
+-- DSAR requests and jobs -------------------------------------------------------------------------
+
+-- name: create_dsar
+INSERT INTO dsar_requests (org_id, user_id, amplitude_id, start_date, end_date, status, created_at)
+VALUES (%(org_id)s, %(user_id)s, %(amplitude_id)s, %(start_date)s, %(end_date)s, 'staging',
+    %(now)s)
+RETURNING id, org_id, user_id, amplitude_id, start_date, end_date, status, fail_reason, outputs,
+    slots, created_at, expires_at, purged
+
+-- name: insert_job
+INSERT INTO jobs (kind, ref, status, run_after, created_at)
+VALUES ('dsar', %(ref)s, 'queued', %(now)s, %(now)s)
+
+-- name: get_dsar
+SELECT id, org_id, user_id, amplitude_id, start_date, end_date, status, fail_reason, outputs,
+    slots, created_at, expires_at, purged
+FROM dsar_requests WHERE id = %(id)s
+
+-- name: start_dsar
+UPDATE dsar_requests SET status = 'submitted' WHERE id = %(id)s AND status = 'staging'
+
+-- name: reserve_dsar_outputs
+UPDATE dsar_requests SET slots = greatest(slots, %(count)s) WHERE id = %(id)s
+
+-- name: finish_dsar
+UPDATE dsar_requests SET status = 'done', fail_reason = NULL, outputs = %(outputs)s,
+    slots = greatest(slots, %(outputs)s), expires_at = %(expires_at)s
+WHERE id = %(id)s
+
+-- name: fail_dsar
+UPDATE dsar_requests SET status = 'failed', fail_reason = %(reason)s, outputs = 0,
+    expires_at = NULL
+WHERE id = %(id)s
+
+-- name: fail_job
+UPDATE jobs SET status = 'failed', last_error = %(reason)s WHERE id = %(id)s
+
+-- name: expired_dsars
+SELECT id, org_id, user_id, amplitude_id, start_date, end_date, status, fail_reason, outputs,
+    slots, created_at, expires_at, purged
+FROM dsar_requests
+WHERE status = 'done' AND NOT purged AND expires_at <= %(now)s
+ORDER BY expires_at, id LIMIT %(limit)s
+
+-- name: mark_dsar_purged
+UPDATE dsar_requests SET purged = true WHERE id = %(id)s
+
+-- name: claim_job
+-- The oldest job that is queued and due, or running with an expired lease. SKIP LOCKED: claims
+-- from other connections never wait on, nor take, the row another claim is taking.
+WITH next AS (
+    SELECT id FROM jobs
+    WHERE (status = 'queued' AND run_after <= %(now)s)
+        OR (status = 'running' AND lease_until <= %(now)s)
+    ORDER BY run_after, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED)
+UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = %(worker)s,
+    claimed_at = %(now)s, lease_until = %(lease_until)s
+FROM next WHERE jobs.id = next.id
+RETURNING jobs.id, jobs.kind, jobs.ref, jobs.attempts
+
+-- name: extend_lease
+UPDATE jobs SET lease_until = %(lease_until)s
+WHERE id = %(id)s AND worker = %(worker)s AND status = 'running'
+
+-- name: requeue_running_jobs
+UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL WHERE status = 'running'
+
+-- name: retry_job
+UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL, last_error = %(error)s,
+    run_after = %(run_after)s, attempts = attempts - %(uncounted)s
+WHERE id = %(id)s
+
+-- name: complete_job
+UPDATE jobs SET status = 'done' WHERE id = %(id)s
