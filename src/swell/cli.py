@@ -23,7 +23,7 @@ import typer
 
 from swell import __version__
 from swell.auth import NewCredentials, new_credentials
-from swell.backends import metadata_url, open_metadata
+from swell.backends import blob_url, metadata_url, open_blobs, open_metadata
 from swell.backends.base import Metadata
 from swell.backends.datadir import make_private
 from swell.client.cli import register as register_client
@@ -130,7 +130,8 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None) -> Non
 
 
 def _check_can_serve(settings: Settings) -> None:
-    """Exit 2 with one line if the data directory is in use or the port is taken."""
+    """Exit 2 with one line if the data directory is in use, the port is taken, or a store
+    cannot be reached."""
     from swell.backends.datadir import DataDir as LockedDir
 
     try:
@@ -146,6 +147,18 @@ def _check_can_serve(settings: Settings) -> None:
                 f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
                 "set SWELL_PORT or --port to use another port"
             )
+    _run(_probe_backends(settings))
+
+
+async def _probe_backends(settings: Settings) -> None:
+    """Open the metadata and blob stores once (and read from the metadata store), so a store that
+    cannot be reached at start-up is one line, not a failed server start."""
+    meta = open_metadata(metadata_url(settings), settings)
+    try:
+        await meta.all_orgs()
+    finally:
+        await meta.aclose()
+    await open_blobs(blob_url(settings)).aclose()
 
 
 #: Allocations between young-generation collections in every swell command (CPython's default:
@@ -571,4 +584,7 @@ register_client(app)  # swell export, swell dsar ...: the client for the Export 
 
 def main() -> None:
     tune_runtime()
+    # The pool warns on every failed connection attempt; swell reports the outage itself (one
+    # line from a command, 503s and /readyz from a server).
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     app()

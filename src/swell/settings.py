@@ -29,17 +29,28 @@ class Settings:
         "(default: meta.db in data_dir)",
     )
     metadata_pool_min_size: int = setting(
-        1, "PostgreSQL connections each process keeps open even when idle"
+        1, "PostgreSQL connections each process keeps open even when idle", min=0, max=1000
     )
-    metadata_pool_max_size: int = setting(10, "Most PostgreSQL connections each process opens")
+    metadata_pool_max_size: int = setting(
+        10, "Most PostgreSQL connections each process opens", min=1, max=1000
+    )
     metadata_pool_timeout_seconds: float = setting(
-        5.0, "How long a metadata call waits for a PostgreSQL connection before answering 503"
+        5.0,
+        "How long a metadata call waits for a PostgreSQL connection before answering 503",
+        min=0.1,
+        max=3600,
     )
     metadata_connect_timeout_seconds: int = setting(
-        5, "How long connecting to PostgreSQL may take (unless the URL sets connect_timeout)"
+        5,
+        "How long connecting to PostgreSQL may take (unless the URL sets connect_timeout)",
+        min=1,
+        max=3600,
     )
     metadata_statement_timeout_seconds: float = setting(
-        30.0, "Longest a PostgreSQL statement may run before it is cancelled (503)"
+        30.0,
+        "Longest a PostgreSQL statement may run before it is cancelled (503)",
+        min=0.1,
+        max=86400,
     )
     blob_url: str = setting(
         "", "Blob store: file:///path or memory:// (default: blobs/ in data_dir)"
@@ -145,6 +156,11 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if self.metadata_pool_min_size > self.metadata_pool_max_size:
+            raise ConfigError(
+                f"SWELL_METADATA_POOL_MIN_SIZE has value {self.metadata_pool_min_size}: it must "
+                f"not be above SWELL_METADATA_POOL_MAX_SIZE ({self.metadata_pool_max_size})."
+            )
         for f in fields(self):
             low, high = f.metadata["min"], f.metadata["max"]
             value = getattr(self, f.name)

@@ -342,3 +342,33 @@ def test_an_interrupted_first_demo_start_resumes_with_the_same_org(tmp_path: Pat
     assert [o["org_id"] for o in orgs] == [info["org"]["org_id"]]  # no orphan
     projects = lines_of(swell("project", "list", data_dir=tmp_path))
     assert [p["events"] for p in projects] == [3000]
+
+
+def test_serve_with_an_unreachable_metadata_store_is_one_line(tmp_path: Path) -> None:
+    dead = free_port()  # nothing listens there
+    env = {
+        **os.environ,
+        "SWELL_METADATA_URL": f"postgresql://postgres@127.0.0.1:{dead}/swell",
+        "SWELL_METADATA_POOL_TIMEOUT_SECONDS": "1",
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swell",
+            "serve",
+            "--data-dir",
+            str(tmp_path),
+            "--port",
+            str(free_port()),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("swell: metadata store unavailable: ")
+    assert result.stderr.count("\n") == 1, result.stderr
