@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -66,10 +66,13 @@ def _settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
         settings = Settings.from_env(data_dir=data_dir, **overrides)
     except ConfigError as exc:
         _fail(exc.message)
-    try:
-        make_private(settings.data_dir)
-    except OSError as exc:
-        _fail(f"cannot use data directory {settings.data_dir}: {exc.strerror}")
+    from swell.node import is_scale_out
+
+    if not is_scale_out(settings):  # a scale-out node keeps nothing in a data directory
+        try:
+            make_private(settings.data_dir)
+        except OSError as exc:
+            _fail(f"cannot use data directory {settings.data_dir}: {exc.strerror}")
     return settings
 
 
@@ -121,23 +124,103 @@ def version() -> None:
     typer.echo(__version__)
 
 
+Role = Annotated[
+    str | None,
+    typer.Option(
+        "--role",
+        help="On a scale-out deployment (PostgreSQL metadata): api (HTTP only), worker (project "
+        "owners and DSAR jobs) or all (env SWELL_ROLE; default all)",
+    ),
+]
+
+
 @app.command()
-def serve(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
+def serve(
+    data_dir: DataDir = None, host: Host = None, port: Port = None, role: Role = None
+) -> None:
     """Serve the ingestion, Export and DSAR APIs."""
-    settings = _settings(data_dir, host=host, port=port)
+    settings = _settings(data_dir, host=host, port=port, role=role)
+    _check_role(settings)
     _check_can_serve(settings)
-    _serve(settings)
+    if settings.role == "worker":
+        _work(settings)
+    else:
+        _serve(settings)
+
+
+@app.command()
+def worker(data_dir: DataDir = None) -> None:
+    """Run a scale-out worker: own projects (enrich, seal) and run DSAR jobs; no HTTP
+    (``swell serve --role worker``). SIGTERM seals what it owns, gives the leases back, exits 0."""
+    settings = _settings(data_dir, role="worker")
+    _check_role(settings)
+    _check_can_serve(settings)
+    _work(settings)
+
+
+def _check_role(settings: Settings) -> None:
+    from swell.node import is_scale_out
+
+    if settings.role != "all" and not is_scale_out(settings):
+        _fail(
+            f"role {settings.role} needs a scale-out deployment (SWELL_METADATA_URL="
+            "postgresql://...); the embedded default runs everything in one process"
+        )
+
+
+def _work(settings: Settings) -> None:
+    """The worker role, until SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _run(_work_until_stopped(settings))
+
+
+async def _work_until_stopped(settings: Settings) -> None:
+    from swell.dsar import Dsar
+    from swell.jobs import Worker
+    from swell.node import open_node
+    from swell.owner import worker_name
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    front = await open_node(settings)
+    try:
+        front.start_background()
+        dsar = Dsar.from_settings(
+            front.meta, front.blobs, settings, clock=_utcnow, seal=front.seal_user
+        )
+        jobs = Worker(front.meta, [dsar], clock=_utcnow, name=worker_name(), sole_worker=False)
+        jobs.start()
+        try:
+            await stop.wait()
+        finally:
+            await jobs.aclose()
+    finally:
+        await front.aclose()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def _check_can_serve(settings: Settings) -> None:
     """Exit 2 with one line if the data directory is in use, the port is taken, or a store
     cannot be reached."""
     from swell.backends.datadir import DataDir as LockedDir
+    from swell.node import is_scale_out
 
-    try:
-        LockedDir.lock(settings.data_dir).release()
-    except ConfigError as exc:
-        _fail(exc.message)
+    if not is_scale_out(settings):
+        try:
+            LockedDir.lock(settings.data_dir).release()
+        except ConfigError as exc:
+            _fail(exc.message)
+    if settings.role != "worker":
+        _check_port(settings)
+    _run(_probe_backends(settings))
+
+
+def _check_port(settings: Settings) -> None:
     with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         try:
@@ -147,7 +230,6 @@ def _check_can_serve(settings: Settings) -> None:
                 f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
                 "set SWELL_PORT or --port to use another port"
             )
-    _run(_probe_backends(settings))
 
 
 async def _probe_backends(settings: Settings) -> None:
@@ -310,9 +392,7 @@ def project_delete(project_id: int, data_dir: DataDir = None) -> None:
     directory to itself. Prints {"project_id", "deleted": true}."""
 
     async def run() -> None:
-        store = await Store.open(_settings(data_dir))
-        try:
-            await _org_of(store.meta, project_id)
+        async with _project_store(_settings(data_dir), project_id) as store:
             waiting = sum(p.events for p in store.sealer.unsealed() if p.project_id == project_id)
             if waiting:
                 raise Conflict(
@@ -320,8 +400,6 @@ def project_delete(project_id: int, data_dir: DataDir = None) -> None:
                     "only an empty project can be deleted"
                 )
             await store.meta.delete_project(project_id)
-        finally:
-            await store.aclose()
 
     _run(run())
     _print_json({"project_id": project_id, "deleted": True})
@@ -338,11 +416,27 @@ async def _org_of(meta: Metadata, project_id: int) -> int:
 async def _import(
     settings: Settings, project: int, records: Iterator[tuple[bytes, Any]], total: int | None
 ) -> Imported:
-    store = await Store.open(settings)
-    try:
-        await _org_of(store.meta, project)
+    async with _project_store(settings, project) as store:
         with _progress("importing", total) as advance:
             return await store.import_records(project, records, progress=advance)
+
+
+@contextlib.asynccontextmanager
+async def _project_store(settings: Settings, project_id: int) -> AsyncIterator[Store]:
+    """A store that may write the project's data: the embedded one (the data directory to
+    itself), or, on a scale-out deployment, the project's owner for a while. Raises NotFound for
+    a project that does not exist."""
+    from swell.node import is_scale_out, owning
+
+    if is_scale_out(settings):
+        await _with_meta(settings, lambda meta: _org_of(meta, project_id))
+        async with owning(settings, project_id) as owned:
+            yield owned
+        return
+    store = await Store.open(settings)
+    try:
+        await _org_of(store.meta, project_id)
+        yield store
     finally:
         await store.aclose()
 
@@ -468,7 +562,11 @@ def demo(
 ) -> None:
     """First start: create a demo org and project with generated data. Every start: issue fresh
     demo keys (secrets are never stored, so they cannot be shown again), print them, serve."""
+    from swell.node import is_scale_out
+
     settings = _settings(data_dir, host=host, port=port)
+    if is_scale_out(settings):
+        _fail("swell demo runs the embedded default; on PostgreSQL, use swell serve")
     _check_can_serve(settings)  # before minutes of generating data for a server that cannot start
     info = _run(_prepare_demo(settings, events))
     base = f"http://{settings.host}:{settings.port}"
@@ -512,6 +610,7 @@ def demo(
 async def _prepare_demo(settings: Settings, events: int) -> dict[str, dict[str, Any]]:
     store = await Store.open(settings)
     data_dir = store.backends.data_dir
+    assert data_dir is not None, "Store.open locks a data directory"
     try:
         marker = data_dir.marker("demo")
         if marker is None:

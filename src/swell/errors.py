@@ -21,6 +21,8 @@ swell's exceptions, one tree for every layer. Each class's docstring is its defa
       - AlreadyExists                   a row that must be unique already exists
     + LogFailed                         cause log: the durable log could not fsync; fail-stop
     + SealBacklogFull                   cause seal_backlog: too much acknowledged data is unsealed
+    + LeaseLost                         cause lease: another worker owns the project now
+    + OwnerUnavailable                  cause owner: no worker sealed the project in time
   x InvalidBlobKey                 500  a blob key that could escape the store (a bug, not input)
   x DsarFailed                          a DSAR request cannot be served; becomes its failReason
   x ConfigError                         bad settings or CLI input; the CLI exits 2 with one line
@@ -159,6 +161,18 @@ class SealBacklogFull(StorageError):
     """Too much acknowledged data is waiting to be sealed; writes resume once sealing catches up."""
 
     cause = "seal_backlog"
+
+
+class LeaseLost(StorageError):
+    """Another worker owns this project now; this one's writes are refused."""
+
+    cause = "lease"
+
+
+class OwnerUnavailable(StorageError):
+    """No worker sealed the project's acknowledged events in time."""
+
+    cause = "owner"
 
 
 class InvalidBlobKey(SwellError):

@@ -78,6 +78,7 @@ class Worker:
         name: str = "worker",
         poll_seconds: float = 1.0,
         max_attempts: int = MAX_ATTEMPTS,
+        sole_worker: bool = True,
     ) -> None:
         self.queue = queue
         self.handlers = {h.kind: h for h in handlers}
@@ -85,6 +86,10 @@ class Worker:
         self.name = name
         self.poll_seconds = poll_seconds
         self.max_attempts = max_attempts
+        #: The only worker on its queue (the embedded store's lock guarantees it): a job found
+        #: running is then an interrupted one of ours and goes back to the queue at once. With
+        #: several workers, only an expired lease frees a job.
+        self.sole_worker = sole_worker
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -114,21 +119,27 @@ class Worker:
             self._task = None
 
     async def run_forever(self) -> None:
-        requeued = await self.queue.requeue_running_jobs()
-        if requeued:
-            logger.info("%s: %d interrupted job(s) queued again", self.name, requeued)
+        if self.sole_worker:
+            with contextlib.suppress(StorageError):  # the loop below retries what fails
+                requeued = await self.queue.requeue_running_jobs()
+                if requeued:
+                    logger.info("%s: %d interrupted job(s) queued again", self.name, requeued)
         while not self._stopping:
             self._wake.clear()  # before claiming, so a wake during the work is not lost
             try:
                 await self.run_pending()
                 await self.housekeep()
-            except Exception:
-                logger.exception("%s: job loop failed; will retry", self.name)
+            except Exception as exc:
+                if isinstance(exc, StorageError):
+                    logger.warning("%s: job loop waits for storage: %s", self.name, exc.message)
+                else:
+                    logger.exception("%s: job loop failed; will retry", self.name)
                 # Recording an outcome may have failed too: nothing runs now, so a job still
-                # marked running was ours and goes back to the queue instead of waiting for a
-                # restart.
-                with contextlib.suppress(Exception):
-                    await self.queue.requeue_running_jobs()
+                # marked running was ours and goes back to the queue instead of waiting for its
+                # lease to run out (only when no other worker shares the queue).
+                if self.sole_worker:
+                    with contextlib.suppress(Exception):
+                        await self.queue.requeue_running_jobs()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 

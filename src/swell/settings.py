@@ -12,6 +12,9 @@ from urllib.parse import urlsplit
 
 from swell.errors import ConfigError
 
+#: What a scale-out node runs (SWELL_ROLE).
+ROLES = frozenset({"all", "api", "worker"})
+
 
 def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None) -> Any:
     """A field with its help text and, for numbers, the range it must lie in (inclusive)."""
@@ -54,6 +57,25 @@ class Settings:
     )
     blob_url: str = setting(
         "", "Blob store: file:///path or memory:// (default: blobs/ in data_dir)"
+    )
+    role: str = setting(
+        "all",
+        "What swell serve runs on a scale-out node (PostgreSQL metadata): api (HTTP only), "
+        "worker (project owners and DSAR jobs, no HTTP) or all",
+    )
+    lease_seconds: float = setting(
+        15.0,
+        "Scale-out: how long a worker's lease on a project lasts unless renewed; a dead worker's "
+        "projects are taken over after it",
+        min=3,
+        max=3600,
+    )
+    seal_wait_seconds: float = setting(
+        10.0,
+        "Scale-out: how long an export or DSAR waits for the project's owner to seal what was "
+        "acknowledged before it answers 503",
+        min=0.1,
+        max=600,
     )
     host: str = setting("127.0.0.1", "Interface to listen on")
     port: int = setting(8080, "Port to listen on", min=1, max=65535)
@@ -176,6 +198,10 @@ class Settings:
                 raise ConfigError(
                     f"SWELL_{f.name.upper()} has value {value!r}: it must be {bounds}."
                 )
+        if self.role not in ROLES:
+            raise ConfigError(
+                f"SWELL_ROLE has value {self.role!r}. Expected one of {', '.join(sorted(ROLES))}."
+            )
         if self.public_url:
             parsed = urlsplit(self.public_url)
             if (

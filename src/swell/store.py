@@ -78,6 +78,12 @@ class Store:
         backends = await open_backends(settings)
         if wrap is not None:
             backends = wrap(backends)
+        return await cls.recovered(settings, backends)
+
+    @classmethod
+    async def recovered(cls, settings: Settings, backends: Backends) -> Store:
+        """A store over open backends, with its log recovered (the backends are closed if that
+        fails)."""
         try:
             store = cls(settings, backends)
             await store._recover()

@@ -58,10 +58,11 @@ def test_an_unknown_name_says_which_file_was_searched() -> None:
 
 
 @pytest.mark.parametrize(
-    ("dialect", "module"), [("sqlite", "sqlite.py"), ("postgres", "postgres.py")]
+    ("dialect", "modules"),
+    [("sqlite", ["sqlite.py"]), ("postgres", ["postgres.py", "postgres_cluster.py"])],
 )
-def test_every_query_of_a_dialect_is_used_by_its_backend(dialect: str, module: str) -> None:
-    source = (BACKENDS / module).read_text()
+def test_every_query_of_a_dialect_is_used_by_its_backend(dialect: str, modules: list[str]) -> None:
+    source = "".join((BACKENDS / module).read_text() for module in modules)
     unused = [name for name in load_queries(dialect) if f'"{name}"' not in source]
     assert unused == []
     assert [m.version for m in load_migrations(dialect)] == list(

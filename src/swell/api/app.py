@@ -1,4 +1,5 @@
-"""create_app(settings) -> the ASGI application; the lifespan opens and closes the store."""
+"""create_app(settings) -> the ASGI application; the lifespan opens and closes the storage front:
+the embedded store, or a scale-out node (swell.node) when the metadata store is PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from starlette.middleware.cors import CORSMiddleware
 
 from swell.api import dsar, export, health, ingest, openapi, render
 from swell.api.server import ConcurrencyLimit
-from swell.api.state import AppState
+from swell.api.state import AppState, Front
 from swell.auth import Authenticator
 from swell.backends import Backends
 from swell.errors import SwellError
+from swell.node import is_scale_out, open_node
 from swell.settings import Settings
 from swell.store import Store
 
@@ -28,15 +30,21 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = await Store.open(settings, wrap=wrap_backends)
-        app.state.swell = AppState(settings, store, Authenticator(store.meta))
-        store.start_background()
-        dsar.start(app, store)
+        front: Front
+        if is_scale_out(settings):  # a node of the scale-out deployment (swell.node)
+            front = await open_node(settings)
+            run_jobs, sole_worker = settings.role != "api", False
+        else:
+            front = await Store.open(settings, wrap=wrap_backends)
+            run_jobs, sole_worker = True, True
+        app.state.swell = AppState(settings, front, Authenticator(front.meta))
+        front.start_background()
+        dsar.start(app, front, run_worker=run_jobs, sole_worker=sole_worker)
         try:
             yield
         finally:
             await dsar.stop(app)
-            await store.aclose()
+            await front.aclose()
 
     return Starlette(
         routes=[

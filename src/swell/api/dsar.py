@@ -26,13 +26,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from swell.api.bodies import parse_multipart, read_body
-from swell.api.state import app_state
+from swell.api.state import Front, app_state
 from swell.dsar import MAX_AMPLITUDE_ID, Clock, Dsar, parse_params
 from swell.errors import BadRequest, BlobNotFound, NotFound
 from swell.jobs import Worker
 from swell.model import DsarRequest, Principal
+from swell.owner import worker_name
 from swell.ratelimit import CostLimiter
-from swell.store import Store
 
 logger = logging.getLogger("swell.api.dsar")
 
@@ -59,17 +59,21 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def start(app: Starlette, store: Store) -> DsarService:
-    """Build the DSAR service on an open store and start its worker."""
+def start(
+    app: Starlette, store: Front, *, run_worker: bool = True, sole_worker: bool = True
+) -> DsarService:
+    """Build the DSAR service on an open store and start its job worker (unless this node only
+    serves HTTP); ``sole_worker`` when no other process works the same job queue."""
     clock: Clock = getattr(app.state, "clock", None) or _utcnow
     dsar = Dsar.from_settings(
         store.meta, store.blobs, store.settings, clock=clock, seal=store.seal_user
     )
     limiter = CostLimiter(store.meta, store.settings.dsar_cost_per_hour, clock=clock)
-    worker = Worker(store.meta, [dsar], clock=clock, name="serve")
+    worker = Worker(store.meta, [dsar], clock=clock, name=worker_name(), sole_worker=sole_worker)
     service = DsarService(dsar, limiter, worker)
     app.state.dsar = service
-    worker.start()
+    if run_worker:
+        worker.start()
     return service
 
 

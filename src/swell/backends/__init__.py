@@ -89,20 +89,27 @@ class Backends:
     meta: Metadata
     blobs: BlobStore
     log: EventLog
-    #: The locked data directory (the log lives there); released last.
-    data_dir: DataDir
+    #: The locked data directory (the embedded log lives there); released last. None for a
+    #: project owner of a scale-out node, whose log is in PostgreSQL.
+    data_dir: DataDir | None
+    #: Whether closing these closes the metadata and blob stores too (a project owner's
+    #: backends share the node's).
+    owns_stores: bool = True
 
     async def aclose(self) -> None:
         try:
             await self.log.aclose()
         finally:
             try:
-                await self.meta.aclose()
+                if self.owns_stores:
+                    await self.meta.aclose()
             finally:
                 try:
-                    await self.blobs.aclose()
+                    if self.owns_stores:
+                        await self.blobs.aclose()
                 finally:
-                    self.data_dir.release()
+                    if self.data_dir is not None:
+                        self.data_dir.release()
 
 
 async def open_backends(settings: Settings) -> Backends:

@@ -3,7 +3,9 @@
 A put writes a temporary file in ``<root>/.staging``, fsyncs it, renames it over the key and fsyncs
 the key's directory, so an object appears whole or not at all, and survives power loss once put
 returns. A put cut short (a crash, a full disk) leaves at most a file in ``.staging``, which is
-emptied when the store is opened: the data directory's lock makes the opener its only writer.
+emptied when the store is opened, but for the files of puts still running in another live
+process (scale-out nodes on one machine may share the directory; a staged file's name carries its
+writer's pid).
 Deleting a key's last file removes its (now empty) directory, so expired DSAR outputs leave
 nothing behind; directories a crash left empty under ``dsar/`` are removed when the store opens.
 Every OSError becomes BlobStoreUnavailable (BlobNotFound for a missing key).
@@ -40,7 +42,7 @@ class LocalBlobStore:
         try:
             self._staging.mkdir(parents=True, exist_ok=True)
             for leftover in self._staging.iterdir():  # puts that never finished
-                if not leftover.is_dir():
+                if not leftover.is_dir() and not _written_by_another_live_process(leftover):
                     leftover.unlink(missing_ok=True)
             self._prune_tree(root / "dsar")
         except OSError as exc:
@@ -222,6 +224,24 @@ class LocalBlobReader:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)
+
+
+def _written_by_another_live_process(staged: Path) -> bool:
+    """Whether a staged file belongs to a put still running in another process on this machine
+    (its name carries the writer's pid), as when scale-out nodes share one directory."""
+    parts = staged.name.rsplit(".", 3)
+    if len(parts) != 4 or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -46,6 +46,7 @@ from psycopg import AsyncConnection, AsyncCursor, errors as pg_errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
+from swell.backends.postgres_cluster import ClusterMixin, Scope
 from swell.backends.queries import load_migrations, load_queries
 from swell.errors import AlreadyExists, ConfigError, Conflict, MetadataUnavailable, NotFound
 from swell.model import (
@@ -205,7 +206,7 @@ def describe_url(url: str) -> str:
     return f"postgresql://{host}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
 
 
-class PostgresMetadata:
+class PostgresMetadata(ClusterMixin):
     def __init__(self, url: str, options: PoolOptions | None = None) -> None:
         self.options = options or PoolOptions()
         self.options.check()
@@ -237,6 +238,9 @@ class PostgresMetadata:
         self._open_lock = asyncio.Lock()
         #: Partitions known to exist (user_blocks_YYYYMM).
         self._partitions: set[str] = set()
+        #: Set on a project owner's view (scoped): every write transaction checks the lease.
+        self._scope: Scope | None = None
+        self._inbox_days: set[int] = set()
 
     @classmethod
     def from_url(cls, url: str) -> PostgresMetadata:
@@ -346,6 +350,8 @@ class PostgresMetadata:
                         async with conn.cursor(binary=True) as cur:
                             return await fn(cur)
                     async with conn.transaction(), conn.cursor(binary=True) as cur:
+                        if self._scope is not None:
+                            await self._fence(cur, self._scope)
                         return await fn(cur)
             except MetadataUnavailable as exc:
                 if attempt == TX_ATTEMPTS or not isinstance(
@@ -373,7 +379,7 @@ class PostgresMetadata:
         self._partitions.add(name)  # only once committed
 
     async def aclose(self) -> None:
-        if self._closed:
+        if self._closed or self._scope is not None:  # a scoped view shares its parent's pool
             return
         self._closed = True
         if self._opened:
@@ -769,10 +775,20 @@ class PostgresMetadata:
                     {"hours": list(by_hour), "keys": [_pack_keys(k) for k in by_hour.values()]},
                 )
                 await cur.execute(Q["merge_dedup_hours"], {"newest": max(by_hour)})
-            await cur.execute(
-                Q["save_position"],
-                {"lsn": changes.lsn, "next_amplitude_id": changes.next_amplitude_id},
-            )
+            if self._scope is None:
+                await cur.execute(
+                    Q["save_position"],
+                    {"lsn": changes.lsn, "next_amplitude_id": changes.next_amplitude_id},
+                )
+            else:  # an owner's view: its project's position, the one amplitude_id floor
+                await cur.execute(
+                    Q["save_project_state_lsn"],
+                    {"project_id": self._scope.project_id, "lsn": changes.lsn},
+                )
+                await cur.execute(
+                    Q["save_next_amplitude_id"],
+                    {"next_amplitude_id": changes.next_amplitude_id},
+                )
 
         await self._call(run)
 
@@ -782,7 +798,10 @@ class PostgresMetadata:
             return {r[0]: int(r[1]) for r in await cur.fetchall()}
 
         kv = await self._call(run, transaction=False)
-        return kv.get("state_lsn", 0), kv.get("next_amplitude_id", FIRST_AMPLITUDE_ID)
+        lsn = kv.get("state_lsn", 0)
+        if self._scope is not None:
+            lsn = (await self.project_position(self._scope.project_id))[1]
+        return lsn, kv.get("next_amplitude_id", FIRST_AMPLITUDE_ID)
 
     async def allocate_amplitude_ids(self, count: int, floor: int) -> int:
         async def run(cur: Cursor) -> int:

@@ -359,3 +359,109 @@ WHERE id = %(id)s
 
 -- name: complete_job
 UPDATE jobs SET status = 'done' WHERE id = %(id)s
+
+-- scale-out: inbox, leases, frames, seal requests (backends/postgres.py, Cluster) -----------------
+
+-- name: append_inbox
+INSERT INTO inbox (day, project_id, payload) VALUES (%(day)s, %(project_id)s, %(payload)s)
+RETURNING seq
+
+-- name: read_inbox
+SELECT seq, payload FROM inbox WHERE project_id = %(project_id)s AND seq > %(after)s
+ORDER BY seq LIMIT %(limit)s
+
+-- name: inbox_head
+-- The last request acknowledged for a project (every row is committed before its 200).
+SELECT coalesce(max(seq), 0) FROM inbox WHERE project_id = %(project_id)s
+
+-- name: acquire_lease
+-- A free or expired lease (or the caller's own, or any with steal) goes to the caller with the
+-- next epoch; otherwise no row comes back.
+INSERT INTO project_leases AS l (project_id, owner, epoch, expires_at)
+VALUES (%(project_id)s, %(owner)s, 1, now() + make_interval(secs => %(ttl)s))
+ON CONFLICT (project_id) DO UPDATE
+SET owner = excluded.owner, epoch = l.epoch + 1, expires_at = excluded.expires_at
+WHERE l.expires_at < now() OR l.owner = excluded.owner OR %(steal)s
+RETURNING epoch
+
+-- name: renew_lease
+UPDATE project_leases SET expires_at = now() + make_interval(secs => %(ttl)s)
+WHERE project_id = %(project_id)s AND owner = %(owner)s AND epoch = %(epoch)s
+RETURNING epoch
+
+-- name: release_lease
+UPDATE project_leases SET expires_at = now()
+WHERE project_id = %(project_id)s AND owner = %(owner)s AND epoch = %(epoch)s
+
+-- name: check_lease
+-- The fence: in every write transaction of an owner. FOR SHARE holds off a steal until it ends.
+SELECT 1 FROM project_leases
+WHERE project_id = %(project_id)s AND owner = %(owner)s AND epoch = %(epoch)s FOR SHARE
+
+-- name: leases
+SELECT project_id, owner, epoch, expires_at > now() FROM project_leases
+
+-- name: project_position
+SELECT inbox_pos, state_lsn FROM project_positions WHERE project_id = %(project_id)s
+
+-- name: save_project_state_lsn
+INSERT INTO project_positions AS p (project_id, state_lsn) VALUES (%(project_id)s, %(lsn)s)
+ON CONFLICT (project_id) DO UPDATE SET state_lsn = greatest(p.state_lsn, excluded.state_lsn)
+
+-- name: save_next_amplitude_id
+INSERT INTO kv AS k (name, value) VALUES ('next_amplitude_id', %(next_amplitude_id)s)
+ON CONFLICT (name) DO UPDATE SET value = greatest(k.value, excluded.value)
+
+-- name: save_inbox_pos
+INSERT INTO project_positions AS p (project_id, inbox_pos) VALUES (%(project_id)s, %(pos)s)
+ON CONFLICT (project_id) DO UPDATE SET inbox_pos = greatest(p.inbox_pos, excluded.inbox_pos)
+
+-- name: insert_frames
+INSERT INTO frames (project_id, lsn, kind, hour, body)
+SELECT %(project_id)s, * FROM unnest(
+    %(lsns)s::bigint[], %(kinds)s::smallint[], %(hours)s::integer[], %(bodies)s::bytea[])
+
+-- name: read_frames
+SELECT lsn, kind, hour, body FROM frames WHERE project_id = %(project_id)s ORDER BY lsn
+
+-- name: release_frames
+DELETE FROM frames WHERE project_id = %(project_id)s AND lsn <= %(upto)s
+
+-- name: request_seal
+INSERT INTO seal_requests (project_id, upto) VALUES (%(project_id)s, %(upto)s) RETURNING id
+
+-- name: seal_request_done
+SELECT done_at IS NOT NULL FROM seal_requests WHERE id = %(id)s
+
+-- name: pending_seals
+SELECT project_id, max(upto) FROM seal_requests
+WHERE project_id = ANY(%(project_ids)s) AND done_at IS NULL GROUP BY project_id
+
+-- name: complete_seals
+UPDATE seal_requests SET done_at = now()
+WHERE project_id = %(project_id)s AND upto <= %(upto)s AND done_at IS NULL
+
+-- name: forget_seal_requests
+DELETE FROM seal_requests WHERE created_at < now() - interval '1 hour'
+
+-- name: notify
+SELECT pg_notify(%(channel)s, %(payload)s)
+
+-- name: inbox_partitions_droppable
+-- Day partitions every row of which its project's owner has consumed.
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'inbox'::regclass AND c.relname <> 'inbox_default'
+
+-- name: inbox_partition_pending
+SELECT 1 FROM {partition} i LEFT JOIN project_positions p USING (project_id)
+WHERE i.seq > coalesce(p.inbox_pos, 0) LIMIT 1
+
+-- name: create_inbox_default
+CREATE TABLE IF NOT EXISTS inbox_default PARTITION OF inbox DEFAULT
+
+-- name: create_inbox_partition
+CREATE TABLE IF NOT EXISTS {partition} PARTITION OF inbox FOR VALUES FROM ({start}) TO ({end})
+
+-- name: delete_consumed_default_rows
+DELETE FROM inbox_default i USING project_positions p
+WHERE i.project_id = p.project_id AND i.seq <= p.inbox_pos
