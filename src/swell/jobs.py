@@ -141,7 +141,8 @@ class Worker:
                     with contextlib.suppress(Exception):
                         await self.queue.requeue_running_jobs()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
 
     async def run_pending(self) -> int:
         """Run every job that is due now; returns how many were run."""

@@ -116,7 +116,8 @@ class ProjectOwner:
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay or IDLE_POLL_SECONDS)
+                async with asyncio.timeout(delay or IDLE_POLL_SECONDS):
+                    await self._wake.wait()
 
     async def _consume(self) -> int:
         assert self.store is not None
@@ -146,6 +147,19 @@ class ProjectOwner:
         reached = self.log.consumed_position
         await self.store.seal(lambda part: part.project_id == self.project_id)
         await self.cluster.complete_seals(self.project_id, reached)
+
+    async def drop(self) -> None:
+        """Forget the project without sealing or saving, as a killed process would: memory may
+        hold effects of frames that were never committed; the next owner recovers what is."""
+        store, self.store = self.store, None
+        if store is None:
+            return
+        background = list(store._background)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        # Nothing to close: the log holds no resource (and must not commit what it buffered),
+        # and the stores are the node's.
 
     async def aclose(self) -> None:
         """Seal and save what can be, then give the lease back."""
@@ -201,6 +215,7 @@ class Workers:
         for project_id, owner in list(self.owners.items()):
             task = self._tasks.get(project_id)
             if task is None or task.done():
+                self.owners.pop(project_id, None)  # ended: free to be taken again below
                 continue
             if not await self.cluster.renew_lease(project_id, self.name, owner.epoch, self.ttl):
                 logger.warning("%s: lost the lease of project %d", self.name, project_id)
@@ -236,14 +251,9 @@ class Workers:
         except Exception:
             logger.exception("%s: project %d failed", self.name, project_id)
         finally:
-            if owner.store is not None:
-                # Memory may hold effects of frames that were never committed: close without
-                # sealing, as a killed process would; the next owner recovers what is committed.
-                with contextlib.suppress(Exception):
-                    await owner.store.backends.aclose()
-                owner.store = None
             if self.owners.get(project_id) is owner:
                 del self.owners[project_id]
+            await owner.drop()
 
     async def _listen(self) -> None:
         """Wake an owner as soon as a node asks it to seal."""

@@ -176,8 +176,11 @@ class Store:
             if retry_in is not None:
                 delay = min(delay, retry_in)
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancellation that
+            # arrives as the event is set, and the loop would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             await self._background_step()
 
     async def _background_step(self) -> None:

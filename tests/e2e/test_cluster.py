@@ -203,3 +203,54 @@ def test_killing_an_api_node_mid_request_loses_nothing_it_acknowledged(
     stored = exported_ids(b, project)
     assert acked <= set(stored)
     assert max(stored.values()) == 1
+
+
+def test_import_and_generate_work_against_the_scale_out_deployment(cluster: Cluster) -> None:
+    _, project = keys(cluster)
+    cluster.worker("worker")
+    a = cluster.api("a")
+    acked = {e["insert_id"] for e in batch("live", 10)}
+    assert post(a.url, project["api_key"], batch("live", 10)).status_code == 200
+    now = time.time()
+    records = [
+        {
+            "uuid": f"00000000-0000-4000-8000-{n:012d}",
+            "event_type": "Imported",
+            "user_id": "imported-user",
+            "amplitude_id": 5_000_000 + n,
+            "$insert_id": f"imp-{n}",
+            "server_upload_time": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime(now)),
+        }
+        for n in range(30)
+    ]
+    path = cluster.root / "history.json"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    pid = str(project["project_id"])
+    result = cli(
+        "import", str(path), "--project", pid, data_dir=cluster.root / "cli", env=cluster.env
+    )
+    assert (result["events"], result["skipped"]) == (30, 0)
+    again = cli(
+        "import", str(path), "--project", pid, data_dir=cluster.root / "cli", env=cluster.env
+    )
+    assert (again["events"], again["skipped"]) == (0, 30)  # idempotent here too
+    generated = cli(
+        *("generate", "--project", pid, "--events", "500", "--days", "1", "--users", "20"),
+        data_dir=cluster.root / "cli",
+        env=cluster.env,
+    )
+    assert generated["events"] == 500
+    # The worker got the project back and goes on consuming the inbox.
+    assert post(a.url, project["api_key"], batch("after", 5)).status_code == 200
+    acked |= {e["insert_id"] for e in batch("after", 5)}
+    stored = exported_ids(a, project)
+    assert acked | {r["$insert_id"] for r in records} <= set(stored)
+    resp = httpx.get(
+        f"{a.url}/api/2/export",
+        params={"start": time.strftime("%Y%m%dT%H", time.gmtime(now - 2 * 86400)),
+                "end": time.strftime("%Y%m%dT%H", time.gmtime(now + 3600))},
+        auth=(project["api_key"], project["secret_key"]),
+        timeout=60,
+    )  # fmt: skip
+    assert resp.status_code == 200
+    assert len(zip_lines(resp.content)) == 10 + 5 + 30 + 500

@@ -68,10 +68,7 @@ async def owner_of(
 
 async def drop(owner: ProjectOwner) -> None:
     """End an owner as a killed process would: nothing sealed, nothing saved."""
-    assert owner.store is not None
-    for task in list(owner.store._background):
-        task.cancel()
-    owner.store = None
+    await owner.drop()
 
 
 async def stored(meta: PostgresMetadata, blobs: MemoryBlobStore, project_id: int) -> Counter[str]:
