@@ -225,9 +225,9 @@ def _reason(exc: BaseException) -> str:
             f" {code.group(1)}" if code is not None else ""
         )
     lowered = text.lower()
-    if "timed out" in lowered or "timeout" in lowered:
+    if "kind: timeout" in lowered or "timed out" in lowered:
         return "the object store did not answer in time"
-    if "error sending request" in lowered or "connect" in lowered:
+    if "kind: connect" in lowered or "error sending request" in lowered:
         return "cannot connect to the object store"
     return "the object store request failed"
 
