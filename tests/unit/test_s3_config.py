@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +78,16 @@ def test_bad_urls_are_refused_with_the_reason(url: str, words: str) -> None:
         parse_url(url)
     assert words in caught.value.message
     assert SECRET not in caught.value.message  # a refused URL is never echoed with its secrets
+
+
+def test_every_parameter_is_documented_with_its_default() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    section = text[text.index("## The S3 blob store") :]
+    for f in fields(S3Options):
+        row = next(line for line in section.splitlines() if line.startswith(f"| `{f.name}` |"))
+        shown = f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+        expected = f"| `{shown}` |" if shown else "| (empty) |"
+        assert expected in row, (f.name, row)
 
 
 def test_credentials_come_only_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
