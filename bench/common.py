@@ -204,7 +204,9 @@ def uvicorn_server(name: str, app: str, env: dict[str, str] | None = None) -> Se
     )
 
 
-def swell_cli(*args: str, data_dir: Path, timeout: float = 3600) -> dict[str, Any]:
+def swell_cli(
+    *args: str, data_dir: Path, timeout: float = 3600, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     out = subprocess.run(
         [PYTHON, "-m", "swell", *args, "--data-dir", str(data_dir)],
         check=True,
@@ -212,6 +214,7 @@ def swell_cli(*args: str, data_dir: Path, timeout: float = 3600) -> dict[str, An
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result

@@ -22,6 +22,7 @@ import bench_dedup
 import bench_dsar
 import bench_export
 import bench_ingest
+import bench_s3
 from common import ROOT, loadavg, machine
 
 INGEST_TARGET = 100_000
@@ -284,6 +285,7 @@ def render(
     dsar: dict[str, Any],
     dedup: dict[str, Any],
     client: dict[str, Any],
+    s3: dict[str, Any],
     **ctx: Any,
 ) -> str:
     s, f = ingest["swell"], ingest["floor"]
@@ -415,6 +417,7 @@ def render(
         *_dsar_section(dsar),
         *bench_dedup.section(dedup),
         *_client_section(client),
+        *bench_s3.section(s3),
         "## Reproduce",
         "",
         "```",
@@ -425,6 +428,7 @@ def render(
         ".venv/bin/python bench/bench_dsar.py --events 1000000   # events per store size",
         ".venv/bin/python bench/bench_dedup.py --write           # this section alone",
         ".venv/bin/python bench/bench_client.py --events 1000000",
+        ".venv/bin/python bench/bench_s3.py --events 1000000     # parts on SeaweedFS",
         "```",
         "",
         "Servers run on 127.0.0.1 in temporary data directories under /tmp, which are removed "
@@ -441,6 +445,7 @@ def main() -> None:
     parser.add_argument("--export-events", type=int, help="events to generate for export")
     parser.add_argument("--dsar-events", type=int, help="events per DSAR store size")
     parser.add_argument("--client-events", type=int, help="events for the export client")
+    parser.add_argument("--s3-events", type=int, help="events to generate into S3")
     args = parser.parse_args()
     out = args.out or (None if args.quick else ROOT / "docs" / "benchmarks.md")
     os.chdir(ROOT)
@@ -453,6 +458,7 @@ def main() -> None:
     dsar = bench_dsar.run(quick=args.quick, events=args.dsar_events)
     dedup = bench_dedup.run(quick=args.quick)
     client = bench_client.run(quick=args.quick, events=args.client_events)
+    s3 = bench_s3.run(quick=args.quick, events=args.s3_events)
     command = "make bench" if not args.quick else ".venv/bin/python bench/run_all.py --quick"
     if args.export_events:
         command += f" (bench/run_all.py --export-events {args.export_events})"
@@ -460,6 +466,8 @@ def main() -> None:
         command += f" (bench/run_all.py --dsar-events {args.dsar_events})"
     if args.client_events:
         command += f" (bench/run_all.py --client-events {args.client_events})"
+    if args.s3_events:
+        command += f" (bench/run_all.py --s3-events {args.s3_events})"
     report = render(
         info,
         ingest,
@@ -467,6 +475,7 @@ def main() -> None:
         dsar,
         dedup,
         client,
+        s3,
         date=date,
         command=command,
         elapsed=time.monotonic() - started,
@@ -478,7 +487,7 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report)
         print(f"wrote {out}")
-    if not (export["range"]["ok"] and dsar["ok"]):
+    if not (export["range"]["ok"] and dsar["ok"] and s3["ok"]):
         sys.exit(1)
 
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from swell.enrich import RequestContext
 from swell.settings import Settings
 from swell.store import Store
 from tests.postgres import pg_url, postgres_database  # noqa: F401 (fixtures)
+from tests.s3server import SeaweedFS
 
 # No timed assertions: an example that runs long on a busy machine is not a failure.
 hypothesis_settings.register_profile("swell", deadline=None)
@@ -103,6 +105,33 @@ def live_export(
         return []
     assert resp.status_code == 200, resp.text
     return zip_lines(resp.content)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One SeaweedFS S3 server for the whole run (started on first use); tests that use it take
+    a bucket or a prefix of their own. A server that cannot start fails the tests that need it."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(f"SeaweedFS (the S3 server the s3 tests need) did not start: {exc}")
+    server.create_bucket(S3_BUCKET)
+    yield server
+    server.kill()  # its data is temporary: no need to wait for a graceful stop
+
+
+#: The session server's bucket; each test uses a prefix of its own in it.
+S3_BUCKET = "swell-tests"
+
+
+@pytest.fixture
+def s3_url(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A blob URL on a fresh prefix of the session's SeaweedFS, with its credentials set in this
+    process's environment (where S3BlobStore reads them)."""
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    return seaweedfs.blob_url(S3_BUCKET, f"t-{uuid.uuid4().hex}")
 
 
 @pytest.fixture

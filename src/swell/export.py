@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from swell.backends.base import BlobStore, Catalog, OpensReaders
+from swell.backends.base import BlobReader, BlobStore, Catalog, OpensReaders
 from swell.errors import BadRequest, NoData
 from swell.model import Part, hour_of, hour_start
 from swell.ziplayout import Literal, Member, Slice, ZipLayout
@@ -168,39 +168,82 @@ async def stream_export(
     size = pool.size
     view: memoryview | None = None
     fill = 0
-    for segment in segments:
-        if isinstance(segment, Literal):
-            data, pos = segment.data, 0
-            while pos < len(data):
-                if view is None:
-                    view, fill = memoryview(pool.take()), 0
-                n = min(size - fill, len(data) - pos)
-                view[fill : fill + n] = data[pos : pos + n]
-                fill, pos = fill + n, pos + n
-                if fill == size:
-                    full, view = view, None
-                    yield full
-                    del full  # the pool's reference count check must not see ours
-                    await _pause()
-            continue
-        reader = await blobs.open_reader(plan.names[segment.member])
-        try:
-            pos = segment.start
-            while pos < segment.end:
-                if view is None:
-                    view, fill = memoryview(pool.take()), 0
-                n = min(size - fill, segment.end - pos)
-                await reader.read_into(pos, view[fill : fill + n])
-                fill, pos = fill + n, pos + n
-                if fill == size:
-                    full, view = view, None
-                    yield full
-                    del full
-                    await _pause()
-        finally:
-            await reader.aclose()
+    pieces = list(segments)
+    # Each part's reader is opened while the part before it is read, so a store whose open
+    # costs a round trip (S3: the first ranged GET) keeps sending meanwhile.
+    following = iter(i for i, piece in enumerate(pieces) if isinstance(piece, Slice))
+    ahead = _open_next(plan, blobs, pieces, following)
+    try:
+        for segment in pieces:
+            if isinstance(segment, Literal):
+                data, pos = segment.data, 0
+                while pos < len(data):
+                    if view is None:
+                        view, fill = memoryview(pool.take()), 0
+                    n = min(size - fill, len(data) - pos)
+                    view[fill : fill + n] = data[pos : pos + n]
+                    fill, pos = fill + n, pos + n
+                    if fill == size:
+                        full, view = view, None
+                        yield full
+                        del full  # the pool's reference count check must not see ours
+                        await _pause()
+                continue
+            assert ahead is not None
+            opening, ahead = ahead, None
+            reader = await opening
+            try:
+                ahead = _open_next(plan, blobs, pieces, following)
+                pos = segment.start
+                while pos < segment.end:
+                    if view is None:
+                        view, fill = memoryview(pool.take()), 0
+                    n = min(size - fill, segment.end - pos)
+                    await reader.read_into(pos, view[fill : fill + n])
+                    fill, pos = fill + n, pos + n
+                    if fill == size:
+                        full, view = view, None
+                        yield full
+                        del full
+                        await _pause()
+            finally:
+                await reader.aclose()
+    finally:
+        if ahead is not None:
+            _discard(ahead)
     if view is not None:
         yield view[:fill]
+
+
+def _open_next(
+    plan: ExportPlan, blobs: OpensReaders, pieces: list[Literal | Slice], following: Iterator[int]
+) -> asyncio.Task[BlobReader] | None:
+    """Start opening the reader of the next part to be read, if there is one."""
+    index = next(following, None)
+    if index is None:
+        return None
+    piece = pieces[index]
+    assert isinstance(piece, Slice)
+    return asyncio.ensure_future(blobs.open_reader(plan.names[piece.member]))
+
+
+#: Readers being closed after their export stopped early (referenced until they are).
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _discard(opening: asyncio.Task[BlobReader]) -> None:
+    """Drop a reader opened ahead that will not be read (the export stopped early): cancel the
+    opening, or close the reader once it is open."""
+    opening.cancel()
+
+    def close(task: asyncio.Task[BlobReader]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        closing = asyncio.ensure_future(task.result().aclose())
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+
+    opening.add_done_callback(close)
 
 
 async def _stream_pieces(

@@ -56,7 +56,9 @@ class Settings:
         max=86400,
     )
     blob_url: str = setting(
-        "", "Blob store: file:///path or memory:// (default: blobs/ in data_dir)"
+        "",
+        "Blob store: file:///path, s3://bucket/prefix?endpoint=... or memory:// "
+        "(default: blobs/ in data_dir)",
     )
     role: str = setting(
         "all",

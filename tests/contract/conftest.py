@@ -17,7 +17,8 @@ import pytest
 from swell.backends import open_blobs, open_metadata
 from swell.backends.base import BlobStore, Metadata
 
-BLOB_BACKENDS = ["memory", "file"]
+#: s3: a prefix of the session's SeaweedFS (tests/s3server.py), started on first use.
+BLOB_BACKENDS = ["memory", "file", "s3"]
 METADATA_BACKENDS = ["memory", "sqlite", "postgres"]
 
 
@@ -35,7 +36,10 @@ class Opener:
         return open_metadata(self.url)
 
 
-def _url(kind: str, tmp_path: Path, what: str) -> str:
+def _url(kind: str, tmp_path: Path, what: str, request: pytest.FixtureRequest) -> str:
+    if kind == "s3":
+        url: str = request.getfixturevalue("s3_url")
+        return url
     if kind == "memory":
         return f"memory://contract-{what}-{uuid.uuid4().hex}"
     if kind == "file":
@@ -47,14 +51,14 @@ def _url(kind: str, tmp_path: Path, what: str) -> str:
 
 @pytest.fixture(params=BLOB_BACKENDS)
 def blob_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    return Opener(request.param, _url(request.param, tmp_path, "blobs"))
+    return Opener(request.param, _url(request.param, tmp_path, "blobs", request))
 
 
 @pytest.fixture(params=METADATA_BACKENDS)
 def meta_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     if request.param == "postgres":
         return Opener("postgres", request.getfixturevalue("pg_url"))
-    return Opener(request.param, _url(request.param, tmp_path, "meta"))
+    return Opener(request.param, _url(request.param, tmp_path, "meta", request))
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -10,8 +11,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from swell.api.state import app_state
+from swell.backends.base import BlobStore
 from swell.errors import StorageError
-from swell.export import parse_range, plan_export, stream_export
+from swell.export import ExportPlan, parse_range, plan_export, stream_export
 from swell.model import hour_start
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.ASCII)
@@ -54,6 +56,28 @@ def _param(hour: int) -> str:
     return f"{hour_start(hour):%Y%m%dT%H}"
 
 
+#: Blobs checked at a time before an export starts: each check is a round trip to a remote store.
+CHECKS_AT_ONCE = 16
+
+
+async def _check_blobs(blobs: BlobStore, plan: ExportPlan) -> None:
+    """Raise StorageError unless every part's blob is there with the catalog's size."""
+    pending = iter(zip(plan.names, plan.parts, strict=True))
+
+    async def check() -> None:
+        for name, part in pending:
+            found = (await blobs.head(name)).size
+            if found != part.size:
+                raise StorageError(f"blob {name!r} has {found} bytes, the catalog says {part.size}")
+
+    checks = [asyncio.ensure_future(check()) for _ in range(min(CHECKS_AT_ONCE, len(plan.parts)))]
+    try:
+        await asyncio.gather(*checks)
+    finally:
+        for task in checks:
+            task.cancel()
+
+
 async def export(request: Request) -> Response:
     state = app_state(request)
     principal = await state.auth.check_basic(request.headers.get("authorization"), org=False)
@@ -71,10 +95,7 @@ async def export(request: Request) -> Response:
         max_bytes=state.settings.export_max_bytes,
     )
     # Fail before the response starts, never halfway through it: every blob is there, whole.
-    for name, part in zip(plan.names, plan.parts, strict=True):
-        found = (await state.store.blobs.head(name)).size
-        if found != part.size:
-            raise StorageError(f"blob {name!r} has {found} bytes, the catalog says {part.size}")
+    await _check_blobs(state.store.blobs, plan)
     # The name is built from the parsed hours, never from the raw parameters: a header can carry
     # only latin-1, and echoing client input into it would let the client shape the header.
     name = f"{principal.project_id}_{_param(start_hour)}_{_param(end_hour)}.zip"

@@ -2,7 +2,8 @@
 
 * metadata: ``sqlite:///path/meta.db`` (the default: under the data directory),
   ``postgresql://user@host:port/db`` (or ``postgres://``), ``memory://[name]``
-* blobs: ``file:///path/blobs`` (the default, under the data directory), ``memory://[name]``
+* blobs: ``file:///path/blobs`` (the default, under the data directory), ``memory://[name]``,
+  ``s3://bucket/prefix?endpoint=...`` (swell.backends.s3; needs the ``s3`` extra)
 
 Each scheme names a ``module:Class``, imported only when used; its ``from_url(url)`` opens it, or
 its ``from_settings(url, settings)`` where the backend has settings of its own (a pool's size).
@@ -32,6 +33,7 @@ METADATA_SCHEMES = {
 BLOB_SCHEMES = {
     "file": "swell.backends.localfs:LocalBlobStore",
     "memory": "swell.backends.memory:MemoryBlobStore",
+    "s3": "swell.backends.s3:S3BlobStore",
 }
 
 
