@@ -98,9 +98,18 @@ def exported_ids(server: LiveServer, project: dict[str, Any]) -> Counter[str]:
     return Counter(orjson.loads(line)["$insert_id"] for line in zip_lines(resp.content))
 
 
+@pytest.fixture(params=["file", "s3"])
+def any_cluster(request: pytest.FixtureRequest, cluster: Cluster) -> Cluster:
+    """The cluster with its parts on a shared directory, or on S3 (SeaweedFS)."""
+    if request.param == "s3":
+        cluster.env["SWELL_BLOB_URL"] = request.getfixturevalue("s3_url")
+    return cluster
+
+
 def test_what_one_node_acknowledges_another_exports_and_a_dsar_crosses_nodes(
-    cluster: Cluster,
+    any_cluster: Cluster,
 ) -> None:
+    cluster = any_cluster
     org, project = keys(cluster)
     cluster.worker("worker")
     a, b = cluster.api("a"), cluster.api("b")
@@ -124,6 +133,7 @@ def test_what_one_node_acknowledges_another_exports_and_a_dsar_crosses_nodes(
 
 def test_an_api_node_without_a_worker_answers_503_owner_for_reads(cluster: Cluster) -> None:
     _, project = keys(cluster)
+    cluster.env["SWELL_SEAL_WAIT_SECONDS"] = "1"
     a = cluster.api("a")
     assert post(a.url, project["api_key"], batch("x", 3)).status_code == 200  # acknowledged
     resp = httpx.get(
@@ -165,7 +175,8 @@ def hammer(
     return started
 
 
-def test_killing_the_owning_worker_under_load_loses_nothing(cluster: Cluster) -> None:
+def test_killing_the_owning_worker_under_load_loses_nothing(any_cluster: Cluster) -> None:
+    cluster = any_cluster
     _, project = keys(cluster)
     first = cluster.worker("first")
     a, b = cluster.api("a"), cluster.api("b")
