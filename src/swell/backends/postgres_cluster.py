@@ -45,6 +45,8 @@ SEAL_CHANNEL = "swell_seal"
 #: Inbox days kept as partitions ahead of today.
 DAYS_AHEAD = 3
 MAINTENANCE_LOCK = 0x7377656C6C_0003
+#: Held while inbox partitions are made: two nodes doing it at once would collide.
+INBOX_PARTITION_LOCK = 0x7377656C6C_0004
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,7 @@ class ClusterMixin:
         rows already went to the default partition keeps them there)."""
 
         async def run(cur: Cursor) -> None:
+            await cur.execute("SELECT pg_advisory_xact_lock(%s)", (INBOX_PARTITION_LOCK,))
             await cur.execute(Q["create_inbox_default"])
             for day in range(first - 1, first + DAYS_AHEAD):
                 try:
