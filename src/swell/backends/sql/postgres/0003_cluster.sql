@@ -11,6 +11,8 @@ CREATE TABLE inbox (
     project_id bigint NOT NULL,
     payload bytea NOT NULL) PARTITION BY RANGE (day);
 CREATE INDEX inbox_project_seq ON inbox (project_id, seq);
+-- Payloads are gzip'd by swell already: stored out of line, not compressed again.
+ALTER TABLE inbox ALTER COLUMN payload SET STORAGE EXTERNAL;
 
 -- Who owns a project: one worker at a time. Every write an owner makes checks its epoch
 -- (FOR SHARE), so a deposed owner's writes are refused and a steal waits for them to end.
@@ -26,8 +28,8 @@ CREATE TABLE project_positions (
     inbox_pos bigint NOT NULL DEFAULT 0,
     state_lsn bigint NOT NULL DEFAULT 0);
 
--- The owner's durable log of a project: enriched records (or identity changes) per frame, with
--- the project's own frame numbers. Frames go once sealed parts and saved state cover them.
+-- The owner's durable log of a project: enriched records (or identity changes) per frame, gzip'd,
+-- with the project's own frame numbers. Frames go once sealed parts and saved state cover them.
 CREATE TABLE frames (
     project_id bigint NOT NULL,
     lsn bigint NOT NULL,
@@ -35,6 +37,7 @@ CREATE TABLE frames (
     hour integer NOT NULL,
     body bytea NOT NULL,
     PRIMARY KEY (project_id, lsn));
+ALTER TABLE frames ALTER COLUMN body SET STORAGE EXTERNAL;  -- gzip'd by swell
 
 -- Read-your-writes across nodes: "seal everything of this project acknowledged up to inbox
 -- position upto"; the owner marks it done.
