@@ -23,6 +23,7 @@ import bench_dsar
 import bench_export
 import bench_ingest
 import bench_s3
+import bench_scaleout
 from common import ROOT, loadavg, machine
 
 INGEST_TARGET = 100_000
@@ -286,6 +287,7 @@ def render(
     dedup: dict[str, Any],
     client: dict[str, Any],
     s3: dict[str, Any],
+    scaleout: dict[str, Any],
     **ctx: Any,
 ) -> str:
     s, f = ingest["swell"], ingest["floor"]
@@ -418,6 +420,7 @@ def render(
         *bench_dedup.section(dedup),
         *_client_section(client),
         *bench_s3.section(s3),
+        *bench_scaleout.section(scaleout),
         "## Reproduce",
         "",
         "```",
@@ -429,6 +432,7 @@ def render(
         ".venv/bin/python bench/bench_dedup.py --write           # this section alone",
         ".venv/bin/python bench/bench_client.py --events 1000000",
         ".venv/bin/python bench/bench_s3.py --events 1000000     # parts on SeaweedFS",
+        ".venv/bin/python bench/bench_scaleout.py --trials 5     # nodes on PostgreSQL + S3",
         "```",
         "",
         "Servers run on 127.0.0.1 in temporary data directories under /tmp, which are removed "
@@ -459,6 +463,7 @@ def main() -> None:
     dedup = bench_dedup.run(quick=args.quick)
     client = bench_client.run(quick=args.quick, events=args.client_events)
     s3 = bench_s3.run(quick=args.quick, events=args.s3_events)
+    scaleout = bench_scaleout.run(quick=args.quick)
     command = "make bench" if not args.quick else ".venv/bin/python bench/run_all.py --quick"
     if args.export_events:
         command += f" (bench/run_all.py --export-events {args.export_events})"
@@ -476,6 +481,7 @@ def main() -> None:
         dedup,
         client,
         s3,
+        scaleout,
         date=date,
         command=command,
         elapsed=time.monotonic() - started,
@@ -487,7 +493,12 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report)
         print(f"wrote {out}")
-    if not (export["range"]["ok"] and dsar["ok"] and s3["ok"]):
+    failover = scaleout["failover"]
+    if (
+        not (export["range"]["ok"] and dsar["ok"] and s3["ok"])
+        or failover["lost"]
+        or failover["duplicated"]
+    ):
         sys.exit(1)
 
 
