@@ -426,7 +426,7 @@ class Store:
             return 0
         dropped = await self.meta.drop_parts_before(cutoff)
         if dropped:
-            await self.blobs.delete([part.name for part in dropped])
+            await self.blobs.delete([part.key for part in dropped])
             self.retention_dropped_parts += len(dropped)
             self.retention_dropped_events += sum(part.events for part in dropped)
             logger.info(

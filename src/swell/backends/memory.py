@@ -45,6 +45,7 @@ from swell.model import (
     StateChanges,
     StateSnapshot,
     UserBlocks,
+    rewrite_key,
 )
 from swell.ratelimit import decide
 
@@ -102,6 +103,9 @@ class _MetaState:
     charges: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     dsars: dict[int, DsarRequest] = field(default_factory=dict)
     jobs: dict[int, _Job] = field(default_factory=dict)
+    # -- part rewriting
+    #: blob key -> when it is to be deleted (seconds since the epoch)
+    doomed: dict[str, float] = field(default_factory=dict)
 
 
 _META: dict[str, _MetaState] = {}
@@ -506,6 +510,72 @@ class MemoryMetadata:
         job = self._state().jobs.get(job_id)
         if job is not None:
             job.status = "done"
+
+    # -- part rewriting (compaction, deletion) -------------------------------------------------
+
+    async def doom_blobs(self, keys: Sequence[str], delete_after: datetime) -> None:
+        doomed = self._state().doomed
+        for key in keys:
+            doomed[key] = delete_after.timestamp()
+
+    async def take_doomed_blobs(self, now: datetime, limit: int = 1000) -> list[str]:
+        doomed = self._state().doomed
+        due = sorted((when, key) for key, when in doomed.items() if when <= now.timestamp())
+        keys = [key for _, key in due[:limit]]
+        for key in keys:
+            del doomed[key]
+        return keys
+
+    async def replace_parts(
+        self,
+        old: Sequence[Part],
+        new: Sequence[tuple[Part, Sequence[IndexEntry]]],
+        old_amplitude_ids: Sequence[int],
+        delete_after: datetime,
+    ) -> None:
+        project_id, hour = rewrite_key(old, new)
+        s = self._state()
+        parts = s.parts.setdefault(project_id, {})
+        for part in old:
+            if parts.get((hour, part.seq)) != part:
+                raise Conflict(f"part {part.key} is no longer in the catalog as it was")
+        for part, _ in new:
+            if part.key not in s.doomed:
+                raise Conflict(f"the blob {part.key} of a rewritten part was swept")
+        for part, _ in new:
+            del s.doomed[part.key]
+        seqs = {part.seq for part in old}
+        kept: list[int] = []
+        for seq in sorted(seqs):
+            kept.extend(s.import_keys.pop((project_id, hour, seq), ()))
+        for aid in old_amplitude_ids:
+            where = s.blocks.get((project_id, aid), {})
+            for seq in seqs:
+                where.pop((hour, seq), None)
+        for part in old:
+            del parts[(hour, part.seq)]
+            s.doomed[part.key] = delete_after.timestamp()
+        for part, entries in new:
+            parts[(hour, part.seq)] = part
+            for e in entries:
+                where = s.blocks.setdefault((project_id, e.amplitude_id), {})
+                where[(hour, part.seq)] = (e.blocks, e.events)
+                if e.user_id:
+                    s.links.setdefault((project_id, e.user_id), set()).add(e.amplitude_id)
+        if kept:
+            seq = new[0][0].seq if new else min(seqs)
+            s.import_keys[(project_id, hour, seq)] = tuple(kept)
+
+    async def crowded_hours(
+        self, before_hour: int, min_parts: int, limit: int = 100
+    ) -> list[tuple[int, int]]:
+        counts: Counter[tuple[int, int]] = Counter()
+        for project_id, parts in self._state().parts.items():
+            for hour, _ in parts:
+                if hour < before_hour:
+                    counts[(hour, project_id)] += 1
+        found = sorted(key for key, n in counts.items() if n >= min_parts)[:limit]
+        return [(project_id, hour) for hour, project_id in found]
 
 
 def _loads(blob: bytes) -> dict[str, Any]:

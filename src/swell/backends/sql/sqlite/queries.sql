@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     PRIMARY KEY (project_id, amplitude_id, hour, seq)) WITHOUT ROWID
 
 -- name: insert_part
-INSERT INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: insert_user_blocks
 INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)
@@ -278,3 +278,34 @@ UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL, last_error
 
 -- name: complete_job
 UPDATE jobs SET status = 'done' WHERE id = ?
+
+-- part rewriting (compaction, deletion) ------------------------------------------------------
+
+-- name: doom_blob
+INSERT INTO doomed_blobs VALUES (?, ?)
+ON CONFLICT(key) DO UPDATE SET delete_after = excluded.delete_after
+
+-- name: due_blobs
+SELECT key FROM doomed_blobs WHERE delete_after <= ? ORDER BY delete_after, key LIMIT ?
+
+-- name: spare_blob
+DELETE FROM doomed_blobs WHERE key = ?
+
+-- name: part_gen
+SELECT gen, size, crc32 FROM parts WHERE project_id = ? AND hour = ? AND seq = ?
+
+-- name: delete_part
+DELETE FROM parts WHERE project_id = ? AND hour = ? AND seq = ?
+
+-- name: delete_user_block
+DELETE FROM {table} WHERE project_id = ? AND amplitude_id = ? AND hour = ? AND seq = ?
+
+-- name: hour_import_keys
+SELECT seq, keys FROM import_keys WHERE project_id = ? AND hour = ?
+
+-- name: delete_import_keys
+DELETE FROM import_keys WHERE project_id = ? AND hour = ? AND seq = ?
+
+-- name: crowded_hours
+SELECT project_id, hour FROM parts WHERE hour < ?
+GROUP BY project_id, hour HAVING COUNT(*) >= ? ORDER BY hour, project_id LIMIT ?
