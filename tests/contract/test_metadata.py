@@ -336,7 +336,8 @@ async def test_replacing_parts_swaps_rows_and_index_in_one_step(meta: Metadata) 
     await meta.add_part(part(p, 11, 0), [IndexEntry(900, None, (2,), 1)], import_keys=[1])
     await meta.add_part(part(p, 10, 5), [], import_keys=[])  # absent from the rewrite: stays
     new = rewritten(p, 10, 0, gen=6)
-    assert new.key != new.name and new.name == old[0].name
+    assert new.key != new.name
+    assert new.name == old[0].name
     await meta.doom_blobs([new.key], T0 + timedelta(days=1))
     await meta.replace_parts(
         old, [(new, [IndexEntry(900, "u9", (0, 1), 6)])], [500, 501, 502, 900], T0
@@ -419,3 +420,26 @@ async def test_crowded_hours_are_the_ended_hours_with_many_parts(meta: Metadata)
     assert await meta.crowded_hours(9, 4) == [(p, 5), (p, 7)]
     assert await meta.crowded_hours(10, 5) == [(p, 7), (p, 9)]
     assert await meta.crowded_hours(10, 4, limit=1) == [(p, 5)]
+
+
+async def test_crowded_hours_of_one_project(meta: Metadata) -> None:
+    p = await project(meta)
+    q = await meta.create_project("app", 1, "other-key", "other-hash")
+    for owner in (p, q):
+        for seq in range(3):
+            await meta.add_part(part(owner, 5, seq), [])
+    assert await meta.crowded_hours(9, 3) == [(p, 5), (q, 5)]
+    assert await meta.crowded_hours(9, 3, project_id=q) == [(q, 5)]
+
+
+async def test_an_hour_made_only_of_rewritten_parts_is_not_crowded(meta: Metadata) -> None:
+    p = await project(meta)
+    old = [part(p, 5, seq) for seq in range(3)]
+    for old_part in old:
+        await meta.add_part(old_part, [])
+    new = [rewritten(p, 5, 0, gen=3), rewritten(p, 5, 1, gen=4)]
+    await meta.doom_blobs([n.key for n in new], T0 + timedelta(days=1))
+    await meta.replace_parts(old, [(n, []) for n in new], [], T0)
+    assert await meta.crowded_hours(9, 2) == []
+    await meta.add_part(part(p, 5, 5), [])  # a late seal: crowded again
+    assert await meta.crowded_hours(9, 2) == [(p, 5)]

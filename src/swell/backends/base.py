@@ -190,10 +190,12 @@ class Catalog(Protocol):
         ...
 
     async def crowded_hours(
-        self, before_hour: int, min_parts: int, limit: int = 100
+        self, before_hour: int, min_parts: int, limit: int = 100, project_id: int | None = None
     ) -> list[tuple[int, int]]:
         """Up to ``limit`` (project, hour) with hour < ``before_hour`` holding at least
-        ``min_parts`` sealed parts, oldest first (a project owner's view: its project only)."""
+        ``min_parts`` sealed parts, one of them at least not rewritten (gen 0: an hour
+        compaction left in several parts, for their size, is not crowded), oldest first; of
+        one project if ``project_id`` is given (a project owner's view: always its own)."""
         ...
 
 

@@ -567,14 +567,19 @@ class MemoryMetadata:
             s.import_keys[(project_id, hour, seq)] = tuple(kept)
 
     async def crowded_hours(
-        self, before_hour: int, min_parts: int, limit: int = 100
+        self, before_hour: int, min_parts: int, limit: int = 100, project_id: int | None = None
     ) -> list[tuple[int, int]]:
         counts: Counter[tuple[int, int]] = Counter()
-        for project_id, parts in self._state().parts.items():
-            for hour, _ in parts:
+        sealed: set[tuple[int, int]] = set()  # hours with a part not rewritten yet
+        for owner, parts in self._state().parts.items():
+            if project_id is not None and owner != project_id:
+                continue
+            for (hour, _), part in parts.items():
                 if hour < before_hour:
-                    counts[(hour, project_id)] += 1
-        found = sorted(key for key, n in counts.items() if n >= min_parts)[:limit]
+                    counts[(hour, owner)] += 1
+                    if not part.gen:
+                        sealed.add((hour, owner))
+        found = sorted(k for k, n in counts.items() if n >= min_parts and k in sealed)[:limit]
         return [(project_id, hour) for hour, project_id in found]
 
 

@@ -1088,9 +1088,9 @@ class PostgresMetadata(ClusterMixin):
         await self._call(run)
 
     async def crowded_hours(
-        self, before_hour: int, min_parts: int, limit: int = 100
+        self, before_hour: int, min_parts: int, limit: int = 100, project_id: int | None = None
     ) -> list[tuple[int, int]]:
-        scope = self._scope.project_id if self._scope is not None else None
+        scope = self._scope.project_id if self._scope is not None else project_id
 
         async def run(cur: Cursor) -> list[tuple[int, int]]:
             await cur.execute(

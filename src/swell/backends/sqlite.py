@@ -812,11 +812,13 @@ class SQLiteMetadata:
         await self._run(run)
 
     async def crowded_hours(
-        self, before_hour: int, min_parts: int, limit: int = 100
+        self, before_hour: int, min_parts: int, limit: int = 100, project_id: int | None = None
     ) -> list[tuple[int, int]]:
+        params = (before_hour, project_id, project_id, min_parts, limit)
+
         def run() -> list[tuple[int, int]]:
             with self._read() as db:
-                rows = db.execute(Q["crowded_hours"], (before_hour, min_parts, limit)).fetchall()
+                rows = db.execute(Q["crowded_hours"], params).fetchall()
             return [(r[0], r[1]) for r in rows]
 
         return await self._run(run)

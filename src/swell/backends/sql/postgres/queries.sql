@@ -507,5 +507,5 @@ RETURNING keys
 -- name: crowded_hours
 SELECT project_id, hour FROM parts
 WHERE hour < %(before_hour)s AND (%(project_id)s::bigint IS NULL OR project_id = %(project_id)s)
-GROUP BY project_id, hour HAVING count(*) >= %(min_parts)s
+GROUP BY project_id, hour HAVING count(*) >= %(min_parts)s AND min(gen) = 0
 ORDER BY hour, project_id LIMIT %(limit)s

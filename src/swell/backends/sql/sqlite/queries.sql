@@ -307,5 +307,5 @@ SELECT seq, keys FROM import_keys WHERE project_id = ? AND hour = ?
 DELETE FROM import_keys WHERE project_id = ? AND hour = ? AND seq = ?
 
 -- name: crowded_hours
-SELECT project_id, hour FROM parts WHERE hour < ?
-GROUP BY project_id, hour HAVING COUNT(*) >= ? ORDER BY hour, project_id LIMIT ?
+SELECT project_id, hour FROM parts WHERE hour < ? AND (? IS NULL OR project_id = ?)
+GROUP BY project_id, hour HAVING COUNT(*) >= ? AND MIN(gen) = 0 ORDER BY hour, project_id LIMIT ?
