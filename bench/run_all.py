@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_client
+import bench_compaction
 import bench_dedup
 import bench_dsar
 import bench_export
@@ -286,6 +287,7 @@ def render(
     dedup: dict[str, Any],
     client: dict[str, Any],
     s3: dict[str, Any],
+    compaction: dict[str, Any],
     **ctx: Any,
 ) -> str:
     s, f = ingest["swell"], ingest["floor"]
@@ -418,6 +420,7 @@ def render(
         *bench_dedup.section(dedup),
         *_client_section(client),
         *bench_s3.section(s3),
+        *bench_compaction.section(compaction),
         "## Reproduce",
         "",
         "```",
@@ -429,6 +432,7 @@ def render(
         ".venv/bin/python bench/bench_dedup.py --write           # this section alone",
         ".venv/bin/python bench/bench_client.py --events 1000000",
         ".venv/bin/python bench/bench_s3.py --events 1000000     # parts on SeaweedFS",
+        ".venv/bin/python bench/bench_compaction.py --write      # this section alone",
         "```",
         "",
         "Servers run on 127.0.0.1 in temporary data directories under /tmp, which are removed "
@@ -459,6 +463,7 @@ def main() -> None:
     dedup = bench_dedup.run(quick=args.quick)
     client = bench_client.run(quick=args.quick, events=args.client_events)
     s3 = bench_s3.run(quick=args.quick, events=args.s3_events)
+    compaction = bench_compaction.run(quick=args.quick)
     command = "make bench" if not args.quick else ".venv/bin/python bench/run_all.py --quick"
     if args.export_events:
         command += f" (bench/run_all.py --export-events {args.export_events})"
@@ -476,6 +481,7 @@ def main() -> None:
         dedup,
         client,
         s3,
+        compaction,
         date=date,
         command=command,
         elapsed=time.monotonic() - started,
