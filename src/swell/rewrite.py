@@ -11,7 +11,9 @@ Sealed parts are immutable; a rewrite makes new ones and swaps them into the cat
 3. ``Catalog.replace_parts`` swaps the rows in one transaction: old parts, their user-index
    rows out; new parts, theirs in; new blobs spared, old blobs doomed at the grace's end
    (``SWELL_REPLACED_BLOB_GRACE_SECONDS``), so an export planned before the swap streams whole;
-4. the sweep deletes doomed blobs once due.
+4. the sweep deletes doomed blobs once due: it marks them taken (a taken blob is never spared)
+   and due again a minute later, deletes them, then forgets them, so a sweep that dies is
+   finished by a later one.
 
 A crash at any point leaves the old parts or the new ones in the catalog, never both and never
 neither, and no blob that is not either listed in the catalog or doomed. A rewrite that finds
@@ -31,10 +33,11 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import msgspec
 
-from swell.backends.base import BlobStore, Catalog
+from swell.backends.base import BlobStore, Catalog, UserIndex
 from swell.errors import Conflict, StorageError
 from swell.model import IndexEntry, Part
 from swell.parts import OpenPart, decompress_blocks
@@ -43,7 +46,7 @@ logger = logging.getLogger("swell.rewrite")
 
 #: How long a rewrite's new blobs stay doomed before its swap must have committed.
 PENDING = timedelta(days=1)
-#: When a blob could not be deleted, the sweep tries it again this much later.
+#: When a sweep could not delete a blob (or died), one tries it again this much later.
 SWEEP_RETRY = timedelta(minutes=1)
 
 
@@ -56,6 +59,11 @@ class _Keys(msgspec.Struct):
 
 
 _decode_keys = msgspec.json.Decoder(_Keys).decode
+
+
+class RewriteCatalog(Catalog, UserIndex, Protocol):
+    """What a rewrite needs of the metadata store: the catalog, and the user index to find the
+    parts that hold given users."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +92,7 @@ class Rewriter:
 
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: RewriteCatalog,
         blobs: BlobStore,
         *,
         block_bytes: int,
@@ -144,6 +152,17 @@ class Rewriter:
             gen = await self.catalog.allocate_part_seq(project_id, hour)
             sealed, data, entries = await asyncio.to_thread(open_part.seal, seq)
             new.append((replace(sealed, gen=gen), entries, data))
+        return await self._commit(project_id, hour, old, built, new)
+
+    async def _commit(
+        self,
+        project_id: int,
+        hour: int,
+        old: Sequence[Part],
+        built: _Built,
+        new: Sequence[tuple[Part, Sequence[IndexEntry], bytes]],
+    ) -> Rewritten:
+        """Doom the new blobs, write them, swap the rows (see the module's steps 2 and 3)."""
         now = self.clock()
         keys = [part.key for part, _, _ in new]
         await self.catalog.doom_blobs(keys, now + PENDING)
@@ -171,17 +190,89 @@ class Rewriter:
         )
         return Rewritten(project_id, hour, len(old), len(new), built.bytes_read, written, events)
 
+    # -- removing users' events (the core of a deletion) ------------------------------------------
+
+    async def drop_users(self, project_id: int, amplitude_ids: Sequence[int]) -> list[Rewritten]:
+        """Rewrite every sealed part that holds events of ``amplitude_ids`` (the user index says
+        which) without those lines, one (project, hour) swap at a time; a part left with no
+        line goes from the catalog. Parts keep their member numbers. The caller seals the
+        users' unsealed events first (Store.seal_user) and owns the rest of a deletion
+        (identity state, links, the log). Raises Conflict if an hour changed meanwhile (run it
+        again), or the StorageError of a read or write that failed."""
+        doomed = set(amplitude_ids)
+        located = await self.catalog.user_blocks(project_id, sorted(doomed))
+        by_hour: dict[int, dict[int, Part]] = {}
+        for entry in located:
+            by_hour.setdefault(entry.part.hour, {})[entry.part.seq] = entry.part
+        return [
+            await self._drop_in_hour(project_id, hour, by_hour[hour], doomed)
+            for hour in sorted(by_hour)
+        ]
+
+    async def _drop_in_hour(
+        self, project_id: int, hour: int, holding: dict[int, Part], doomed: set[int]
+    ) -> Rewritten:
+        old = [holding[seq] for seq in sorted(holding)]
+        rebuilt: list[tuple[Part, OpenPart]] = []
+        old_ids: set[int] = set()
+        read = 0
+        for part in old:
+            data = await self.blobs.read(part.key)
+            read += len(data)
+            open_part = OpenPart(project_id, hour, self.block_bytes)
+            await asyncio.to_thread(self._filter, part, data, open_part, doomed, old_ids)
+            rebuilt.append((part, open_part))
+        # The hour's sealed watermark (its highest max_lsn) must not move: recovery would replay
+        # log frames above it. A part that keeps lines keeps its own; an emptied part's goes to
+        # the last part that keeps lines, or to another part of the hour, rewritten as it is
+        # (if the hour is left with no part, its frames are long gone from the log: a deletion
+        # runs on sealed, checkpointed data).
+        top = max(part.max_lsn for part in old)
+        kept = [(part, open_part) for part, open_part in rebuilt if open_part.events]
+        if not kept:
+            others = [
+                p for p in await self.catalog.parts(project_id, hour, hour) if p.seq not in holding
+            ]
+            if others and max(p.max_lsn for p in others) < top:
+                carrier = max(others, key=lambda p: p.seq)  # rewritten as is, to carry it
+                data = await self.blobs.read(carrier.key)
+                read += len(data)
+                open_part = OpenPart(project_id, hour, self.block_bytes)
+                await asyncio.to_thread(self._filter, carrier, data, open_part, doomed, old_ids)
+                old.append(carrier)
+                kept = [(carrier, open_part)]
+        new: list[tuple[Part, Sequence[IndexEntry], bytes]] = []
+        for i, (part, open_part) in enumerate(kept):
+            open_part.max_lsn = top if i == len(kept) - 1 else part.max_lsn
+            gen = await self.catalog.allocate_part_seq(project_id, hour)
+            sealed, data, entries = await asyncio.to_thread(open_part.seal, part.seq)
+            new.append((replace(sealed, gen=gen), entries, data))
+        built = _Built([], old_ids, read)
+        return await self._commit(project_id, hour, old, built, new)
+
+    def _filter(
+        self, part: Part, data: bytes, into: OpenPart, doomed: set[int], old_ids: set[int]
+    ) -> None:
+        """Copy one part's lines but the doomed users' into ``into`` (in a worker thread)."""
+        for block in range(len(part.block_offsets)):
+            start, end = part.block_range(block)
+            for line in decompress_blocks(data[start:end]).split(b"\n"):
+                if not line:
+                    continue
+                keys = _decode_keys(line)
+                aid = keys.amplitude_id or 0
+                old_ids.add(aid)
+                if aid not in doomed:
+                    into.add(line, aid, keys.user_id, keys.server_upload_time, 0)
+
     # -- the sweep -------------------------------------------------------------------------------
 
     async def sweep(self, limit: int = 1000) -> int:
         """Delete the doomed blobs that are due; returns how many went."""
         now = self.clock()
-        keys = await self.catalog.take_doomed_blobs(now, limit)
+        keys = await self.catalog.take_doomed_blobs(now, now + SWEEP_RETRY, limit)
         if not keys:
             return 0
-        try:
-            await self.blobs.delete(keys)
-        except StorageError:
-            await self.catalog.doom_blobs(keys, now + SWEEP_RETRY)
-            raise
+        await self.blobs.delete(keys)  # a failure (or a crash) leaves them taken, retried later
+        await self.catalog.forget_blobs(keys)
         return len(keys)

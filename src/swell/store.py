@@ -549,6 +549,16 @@ class Store:
         await self.rewriter.sweep()
         return done
 
+    async def drop_user_events(self, project_id: int, amplitude_ids: Set[int]) -> list[Rewritten]:
+        """Remove every stored event of ``amplitude_ids`` from the project's sealed parts: seal
+        the unsealed parts that hold some, rewrite the sealed parts that hold some without
+        them, then delete replaced blobs that are due. (A deletion's part rewrite; its identity
+        state, user links and log frames are not touched here.)"""
+        await self.seal_user(project_id, None, amplitude_ids)
+        done = await self.rewriter.drop_users(project_id, sorted(amplitude_ids))
+        await self.rewriter.sweep()
+        return done
+
     async def _compact_due(self) -> None:
         """Background compaction, every SWELL_COMPACT_CHECK_SECONDS (off with min parts 0)."""
         if time.monotonic() - self._last_compaction < self.settings.compact_check_seconds:

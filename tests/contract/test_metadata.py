@@ -353,11 +353,13 @@ async def test_replacing_parts_swaps_rows_and_index_in_one_step(meta: Metadata) 
     assert await meta.amplitude_ids_for_user(p, "u1") == [501]  # links are not the rewrite's
     assert (await meta.sealed_watermarks())[(p, 10)] == 9
     # The old blobs are doomed at the grace's end, the new one is spared.
-    assert await meta.take_doomed_blobs(T0 - timedelta(seconds=1)) == []
-    assert sorted(await meta.take_doomed_blobs(T0 + timedelta(days=2))) == sorted(
-        o.key for o in old
-    )
-    assert await meta.take_doomed_blobs(T0 + timedelta(days=2)) == []
+    assert await meta.take_doomed_blobs(T0 - timedelta(seconds=1), T0) == []
+    later = T0 + timedelta(days=2)
+    taken = await meta.take_doomed_blobs(later, later + timedelta(minutes=1))
+    assert sorted(taken) == sorted(o.key for o in old)
+    assert await meta.take_doomed_blobs(later, later) == []  # taken: not again until retry_at
+    await meta.forget_blobs(taken)
+    assert await meta.take_doomed_blobs(later + timedelta(days=1), later) == []
     # A later seal of the hour still gets a number above every one handed out.
     assert await meta.allocate_part_seq(p, 10) >= 6
 
@@ -386,7 +388,7 @@ async def test_a_rewrite_whose_blob_was_swept_is_refused(meta: Metadata) -> None
     await meta.add_part(old, [IndexEntry(500, None, (0,), 1)])
     new = rewritten(p, 10, 0, gen=1)
     await meta.doom_blobs([new.key], T0)
-    assert await meta.take_doomed_blobs(T0) == [new.key]  # a sweep took it
+    assert await meta.take_doomed_blobs(T0, T0 + timedelta(minutes=1)) == [new.key]  # a sweep
     with pytest.raises(Conflict):
         await meta.replace_parts([old], [(new, [])], [500], T0)
     assert await meta.parts(p, 10, 10) == [old]
@@ -400,16 +402,35 @@ async def test_a_rewrite_may_leave_no_part(meta: Metadata) -> None:
     assert await meta.parts(p, 10, 10) == []
     assert await meta.user_blocks(p, [500]) == []
     assert await meta.import_keys(p, 10) == {42}
-    assert await meta.take_doomed_blobs(T0) == [old.key]
+    assert await meta.take_doomed_blobs(T0, T0) == [old.key]
 
 
 async def test_doomed_blobs_are_taken_once_in_due_order(meta: Metadata) -> None:
     await meta.doom_blobs(["a/1", "a/2"], T0 + timedelta(seconds=2))
     await meta.doom_blobs(["a/3"], T0 + timedelta(seconds=1))
     await meta.doom_blobs(["a/2"], T0 + timedelta(seconds=5))  # doomed again: the new time
-    assert await meta.take_doomed_blobs(T0 + timedelta(seconds=3), limit=1) == ["a/3"]
-    assert await meta.take_doomed_blobs(T0 + timedelta(seconds=3)) == ["a/1"]
-    assert await meta.take_doomed_blobs(T0 + timedelta(seconds=10)) == ["a/2"]
+    far = T0 + timedelta(days=9)
+    assert await meta.take_doomed_blobs(T0 + timedelta(seconds=3), far, limit=1) == ["a/3"]
+    assert await meta.take_doomed_blobs(T0 + timedelta(seconds=3), far) == ["a/1"]
+    assert await meta.take_doomed_blobs(T0 + timedelta(seconds=10), far) == ["a/2"]
+    # A sweep that died: its keys are taken again once their retry time comes.
+    assert await meta.take_doomed_blobs(far, far) == ["a/1", "a/2", "a/3"]
+    await meta.forget_blobs(["a/1", "a/2", "a/3"])
+    assert await meta.take_doomed_blobs(far + timedelta(days=1), far) == []
+
+
+async def test_a_taken_blob_is_never_spared_until_doomed_again(meta: Metadata) -> None:
+    p = await project(meta)
+    old = part(p, 10, 0)
+    await meta.add_part(old, [])
+    new = rewritten(p, 10, 0, gen=1)
+    await meta.doom_blobs([new.key], T0)
+    await meta.take_doomed_blobs(T0, T0 + timedelta(days=1))
+    with pytest.raises(Conflict):
+        await meta.replace_parts([old], [(new, [])], [], T0)
+    await meta.doom_blobs([new.key], T0 + timedelta(days=1))  # written again, doomed again
+    await meta.replace_parts([old], [(new, [])], [], T0)
+    assert await meta.parts(p, 10, 10) == [new]
 
 
 async def test_crowded_hours_are_the_ended_hours_with_many_parts(meta: Metadata) -> None:

@@ -18,10 +18,11 @@ import pytest
 from swell.backends.faults import Faults
 from swell.errors import StorageError
 from swell.model import hour_of
+from swell.parts import decompress_blocks
 from swell.rewrite import PENDING
 from swell.settings import Settings
 from swell.store import Store
-from tests.conftest import crash, run_cli
+from tests.conftest import crash, http_context, run_cli
 from tests.faults.conftest import PROJECT, exported, hours_ago, ingest, open_store
 
 
@@ -84,7 +85,7 @@ async def test_a_failed_rewrite_leaves_the_old_parts_and_no_lasting_blob(
         await store.rewriter.sweep()
         for key in old_keys:
             await store.blobs.read(key)
-        assert await store.meta.take_doomed_blobs(later) == []
+        assert await store.meta.take_doomed_blobs(later, later) == []
     finally:
         await store.aclose()
 
@@ -206,3 +207,74 @@ def test_kill_9_during_rewrites_leaves_old_or_new_parts(tmp_path: Path) -> None:
         assert found == keys
 
     asyncio.run(nothing_left_behind())
+
+
+# -- removing users' events (the part rewrite of a deletion) -------------------------------------
+
+
+async def test_dropping_a_users_events_leaves_every_other_line_as_it_was(
+    fault_settings: Settings, faults: Faults
+) -> None:
+    settings = fault_settings.replace(replaced_blob_grace_seconds=0)
+    store = await open_store(settings, faults)
+    try:
+        await crowd(store, parts=3)  # an ended hour, 3 parts, users user-0 .. user-6
+        await ingest(store, 99, n=14)  # the open hour holds some of their events too
+        aids = await store.meta.amplitude_ids_for_user(PROJECT, "user-3")
+        assert aids
+        now = hour_of(datetime.now(UTC))
+        await store.seal_project(PROJECT, now - 48, now + 1)
+        hours = range(now - 48, now + 2)
+
+        async def lines() -> list[bytes]:
+            found: list[bytes] = []
+            for part in await store.meta.parts(PROJECT, hours[0], hours[-1]):
+                found += decompress_blocks(await store.blobs.read(part.key)).splitlines()
+            return found
+
+        before = await lines()
+        gone = [line for line in before if b'"user_id":"user-3"' in line]
+        assert gone
+        done = await store.drop_user_events(PROJECT, set(aids))
+        assert sum(r.parts_before for r in done) >= 2
+        after = await lines()
+        assert after == [line for line in before if line not in gone]  # same order, same bytes
+        assert await store.meta.user_blocks(PROJECT, aids) == []
+        # No blob holds the user's events any more (the replaced ones went at the sweep).
+        if settings.blob_url == "":
+            blobs = list((settings.data_dir / "blobs").rglob("*.json.gz"))
+            assert blobs
+            for path in blobs:
+                assert b'"user_id":"user-3"' not in decompress_blocks(path.read_bytes())
+        assert await store.drop_user_events(PROJECT, set(aids)) == []  # nothing left to drop
+    finally:
+        await store.aclose()
+
+
+async def test_an_emptied_part_goes_and_the_hours_watermark_stays(
+    fault_settings: Settings, faults: Faults
+) -> None:
+    store = await open_store(fault_settings, faults)
+    try:
+        at = hours_ago(2)
+        await ingest(store, 0, at=at, n=7)  # one event of each of user-0 .. user-6
+        await store.seal(lambda p: True)
+        await store.ingest(
+            [{"user_id": "solo", "event_type": "x", "insert_id": "solo-1"}],
+            http_context(PROJECT, at),
+        )
+        await store.seal(lambda p: True)
+        hour = hour_of(at)
+        marks = await store.meta.sealed_watermarks()
+        parts = await store.meta.parts(PROJECT, hour, hour)
+        assert len(parts) == 2
+        aids = await store.meta.amplitude_ids_for_user(PROJECT, "solo")
+        assert parts[1].max_lsn > parts[0].max_lsn
+        [done] = await store.drop_user_events(PROJECT, set(aids))
+        # The emptied part went; the other one was rewritten as it is, to carry the watermark.
+        assert (done.parts_before, done.parts_after) == (2, 1)
+        [left] = await store.meta.parts(PROJECT, hour, hour)
+        assert (left.seq, left.events, left.crc32) == (parts[0].seq, 7, parts[0].crc32)
+        assert (await store.meta.sealed_watermarks())[(PROJECT, hour)] == marks[(PROJECT, hour)]
+    finally:
+        await store.aclose()

@@ -47,6 +47,7 @@ OPERATIONS = [
     ("meta.doom_blobs", True),
     ("meta.replace_parts", True),
     ("meta.take_doomed_blobs", True),
+    ("meta.forget_blobs", True),
     ("blobs.delete", True),
 ]
 

@@ -168,9 +168,16 @@ class Catalog(Protocol):
         gets the new time)."""
         ...
 
-    async def take_doomed_blobs(self, now: datetime, limit: int = 1000) -> list[str]:
-        """Remove and return up to ``limit`` doomed keys due at or before ``now``: the caller
-        deletes their blobs (and dooms them again if that fails)."""
+    async def take_doomed_blobs(
+        self, now: datetime, retry_at: datetime, limit: int = 1000
+    ) -> list[str]:
+        """Up to ``limit`` doomed keys due at or before ``now``, oldest first, marked taken and
+        due again at ``retry_at``: the caller deletes their blobs, then forgets them; a sweep
+        that dies leaves them to be taken again. A taken blob is never spared."""
+        ...
+
+    async def forget_blobs(self, keys: Sequence[str]) -> None:
+        """Drop these keys from the doomed list (their blobs are gone)."""
         ...
 
     async def replace_parts(

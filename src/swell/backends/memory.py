@@ -106,6 +106,8 @@ class _MetaState:
     # -- part rewriting
     #: blob key -> when it is to be deleted (seconds since the epoch)
     doomed: dict[str, float] = field(default_factory=dict)
+    #: doomed keys a sweep has taken (never spared)
+    taken: set[str] = field(default_factory=set)
 
 
 _META: dict[str, _MetaState] = {}
@@ -514,17 +516,27 @@ class MemoryMetadata:
     # -- part rewriting (compaction, deletion) -------------------------------------------------
 
     async def doom_blobs(self, keys: Sequence[str], delete_after: datetime) -> None:
-        doomed = self._state().doomed
+        s = self._state()
         for key in keys:
-            doomed[key] = delete_after.timestamp()
+            s.doomed[key] = delete_after.timestamp()
+            s.taken.discard(key)
 
-    async def take_doomed_blobs(self, now: datetime, limit: int = 1000) -> list[str]:
-        doomed = self._state().doomed
-        due = sorted((when, key) for key, when in doomed.items() if when <= now.timestamp())
+    async def take_doomed_blobs(
+        self, now: datetime, retry_at: datetime, limit: int = 1000
+    ) -> list[str]:
+        s = self._state()
+        due = sorted((when, key) for key, when in s.doomed.items() if when <= now.timestamp())
         keys = [key for _, key in due[:limit]]
         for key in keys:
-            del doomed[key]
+            s.doomed[key] = retry_at.timestamp()
+            s.taken.add(key)
         return keys
+
+    async def forget_blobs(self, keys: Sequence[str]) -> None:
+        s = self._state()
+        for key in keys:
+            s.doomed.pop(key, None)
+            s.taken.discard(key)
 
     async def replace_parts(
         self,
@@ -540,7 +552,7 @@ class MemoryMetadata:
             if parts.get((hour, part.seq)) != part:
                 raise Conflict(f"part {part.key} is no longer in the catalog as it was")
         for part, _ in new:
-            if part.key not in s.doomed:
+            if part.key not in s.doomed or part.key in s.taken:
                 raise Conflict(f"the blob {part.key} of a rewritten part was swept")
         for part, _ in new:
             del s.doomed[part.key]

@@ -993,12 +993,22 @@ class PostgresMetadata(ClusterMixin):
 
         await self._call(run)
 
-    async def take_doomed_blobs(self, now: datetime, limit: int = 1000) -> list[str]:
+    async def take_doomed_blobs(
+        self, now: datetime, retry_at: datetime, limit: int = 1000
+    ) -> list[str]:
+        params = {"now": _utc(now), "retry_at": _utc(retry_at), "limit": limit}
+
         async def run(cur: Cursor) -> list[str]:
-            await cur.execute(Q["take_doomed_blobs"], {"now": _utc(now), "limit": limit})
+            await cur.execute(Q["take_doomed_blobs"], params)
             return sorted(r[0] for r in await cur.fetchall())
 
         return await self._call(run)
+
+    async def forget_blobs(self, keys: Sequence[str]) -> None:
+        async def run(cur: Cursor) -> None:
+            await cur.execute(Q["forget_blobs"], {"keys": sorted(set(keys))})
+
+        await self._call(run)
 
     async def replace_parts(
         self,

@@ -729,14 +729,23 @@ class SQLiteMetadata:
 
         await self._run(run)
 
-    async def take_doomed_blobs(self, now: datetime, limit: int = 1000) -> list[str]:
+    async def take_doomed_blobs(
+        self, now: datetime, retry_at: datetime, limit: int = 1000
+    ) -> list[str]:
         def run() -> list[str]:
             with self._tx() as db:
                 keys = [r[0] for r in db.execute(Q["due_blobs"], (now.timestamp(), limit))]
-                db.executemany(Q["spare_blob"], [(key,) for key in keys])
+                db.executemany(Q["take_blob"], [(retry_at.timestamp(), key) for key in keys])
             return keys
 
         return await self._run(run)
+
+    async def forget_blobs(self, keys: Sequence[str]) -> None:
+        def run() -> None:
+            with self._tx() as db:
+                db.executemany(Q["forget_blob"], [(key,) for key in keys])
+
+        await self._run(run)
 
     async def replace_parts(
         self,

@@ -472,17 +472,21 @@ WHERE i.project_id = p.project_id AND i.seq <= p.inbox_pos
 -- name: doom_blobs
 INSERT INTO doomed_blobs (key, delete_after)
 SELECT k, %(delete_after)s FROM unnest(%(keys)s::text[]) AS k ORDER BY k
-ON CONFLICT (key) DO UPDATE SET delete_after = excluded.delete_after
+ON CONFLICT (key) DO UPDATE SET delete_after = excluded.delete_after, taken = false
 
 -- name: take_doomed_blobs
--- Claimed and removed at once: concurrent sweepers never take the same key.
-DELETE FROM doomed_blobs WHERE key IN (
+-- Taken and put off at once: concurrent sweepers never take the same key.
+UPDATE doomed_blobs SET taken = true, delete_after = %(retry_at)s WHERE key IN (
     SELECT key FROM doomed_blobs WHERE delete_after <= %(now)s
     ORDER BY delete_after, key LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 RETURNING key
 
+-- name: forget_blobs
+DELETE FROM doomed_blobs WHERE key = ANY(%(keys)s::text[])
+
 -- name: spare_blobs
-DELETE FROM doomed_blobs WHERE key = ANY(%(keys)s::text[]) RETURNING key
+-- Only blobs no sweep has taken: a taken one may be gone already.
+DELETE FROM doomed_blobs WHERE key = ANY(%(keys)s::text[]) AND NOT taken RETURNING key
 
 -- name: lock_hour_parts
 -- The rewrite's (project, hour) rows, locked: a concurrent rewrite of the hour waits, then sees

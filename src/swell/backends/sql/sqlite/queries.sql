@@ -282,14 +282,21 @@ UPDATE jobs SET status = 'done' WHERE id = ?
 -- part rewriting (compaction, deletion) ------------------------------------------------------
 
 -- name: doom_blob
-INSERT INTO doomed_blobs VALUES (?, ?)
-ON CONFLICT(key) DO UPDATE SET delete_after = excluded.delete_after
+INSERT INTO doomed_blobs VALUES (?, ?, 0)
+ON CONFLICT(key) DO UPDATE SET delete_after = excluded.delete_after, taken = 0
 
 -- name: due_blobs
 SELECT key FROM doomed_blobs WHERE delete_after <= ? ORDER BY delete_after, key LIMIT ?
 
--- name: spare_blob
+-- name: take_blob
+UPDATE doomed_blobs SET delete_after = ?, taken = 1 WHERE key = ?
+
+-- name: forget_blob
 DELETE FROM doomed_blobs WHERE key = ?
+
+-- name: spare_blob
+-- Only a blob no sweep has taken: a taken one may be gone already.
+DELETE FROM doomed_blobs WHERE key = ? AND taken = 0
 
 -- name: part_gen
 SELECT gen, size, crc32 FROM parts WHERE project_id = ? AND hour = ? AND seq = ?
