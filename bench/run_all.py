@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_client
+import bench_compaction
 import bench_dedup
 import bench_dsar
 import bench_export
@@ -288,6 +289,7 @@ def render(
     client: dict[str, Any],
     s3: dict[str, Any],
     scaleout: dict[str, Any],
+    compaction: dict[str, Any],
     **ctx: Any,
 ) -> str:
     s, f = ingest["swell"], ingest["floor"]
@@ -421,6 +423,7 @@ def render(
         *_client_section(client),
         *bench_s3.section(s3),
         *bench_scaleout.section(scaleout),
+        *bench_compaction.section(compaction),
         "## Reproduce",
         "",
         "```",
@@ -433,6 +436,7 @@ def render(
         ".venv/bin/python bench/bench_client.py --events 1000000",
         ".venv/bin/python bench/bench_s3.py --events 1000000     # parts on SeaweedFS",
         ".venv/bin/python bench/bench_scaleout.py --trials 5     # nodes on PostgreSQL + S3",
+        ".venv/bin/python bench/bench_compaction.py --write      # this section alone",
         "```",
         "",
         "Servers run on 127.0.0.1 in temporary data directories under /tmp, which are removed "
@@ -464,6 +468,7 @@ def main() -> None:
     client = bench_client.run(quick=args.quick, events=args.client_events)
     s3 = bench_s3.run(quick=args.quick, events=args.s3_events)
     scaleout = bench_scaleout.run(quick=args.quick)
+    compaction = bench_compaction.run(quick=args.quick)
     command = "make bench" if not args.quick else ".venv/bin/python bench/run_all.py --quick"
     if args.export_events:
         command += f" (bench/run_all.py --export-events {args.export_events})"
@@ -482,6 +487,7 @@ def main() -> None:
         client,
         s3,
         scaleout,
+        compaction,
         date=date,
         command=command,
         elapsed=time.monotonic() - started,

@@ -28,6 +28,7 @@ from swell.backends.base import Metadata
 from swell.backends.datadir import make_private
 from swell.client.cli import register as register_client
 from swell.errors import ConfigError, Conflict, NotFound, SwellError
+from swell.rewrite import Rewritten
 from swell.settings import Settings
 from swell.store import Imported, Store
 
@@ -506,6 +507,66 @@ def import_(
     started = time.monotonic()
     result = _run(_import(_settings(data_dir), project, records(), None))
     _print_import(project, result, started)
+
+
+# -- compaction ------------------------------------------------------------------------------------
+
+
+@app.command()
+def compact(
+    project: Annotated[
+        int | None, typer.Option("--project", help="Only this project's hours")
+    ] = None,
+    min_parts: Annotated[
+        int, typer.Option("--min-parts", min=2, max=100_000, help="Merge hours with this many")
+    ] = 2,
+    data_dir: DataDir = None,
+) -> None:
+    """Merge the sealed parts of every ended hour (of one project) that holds several into as
+    few as SWELL_PART_MAX_BYTES allows (export member names count from #0 again), and delete
+    the blobs earlier rewrites replaced once their grace is over. Prints {"hours",
+    "parts_before", "parts_after", "bytes_read", "bytes_written", "seconds"}."""
+    settings = _settings(data_dir)
+    started = time.monotonic()
+    done = _run(_compact(settings, project, min_parts))
+    _print_json(
+        {
+            "hours": len(done),
+            "parts_before": sum(r.parts_before for r in done),
+            "parts_after": sum(r.parts_after for r in done),
+            "bytes_read": sum(r.bytes_read for r in done),
+            "bytes_written": sum(r.bytes_written for r in done),
+            "seconds": round(time.monotonic() - started, 3),
+        }
+    )
+
+
+async def _compact(settings: Settings, project: int | None, min_parts: int) -> list[Rewritten]:
+    from swell.node import is_scale_out
+
+    if project is None and is_scale_out(settings):
+        projects = [p.id for p in await _with_meta(settings, lambda meta: meta.list_projects())]
+    elif project is None:
+        store = await Store.open(settings)
+        try:
+            return await _compact_all(store, None, min_parts)
+        finally:
+            await store.aclose()
+    else:
+        projects = [project]
+    done: list[Rewritten] = []
+    for project_id in projects:
+        async with _project_store(settings, project_id) as store:
+            done += await _compact_all(store, project_id, min_parts)
+    return done
+
+
+async def _compact_all(store: Store, project: int | None, min_parts: int) -> list[Rewritten]:
+    """Rounds of compaction until one finds nothing more to merge."""
+    done: list[Rewritten] = []
+    while merged := await store.compact(project, min_parts=min_parts):
+        done += merged  # a merged hour is not crowded any more: the rounds end
+    return done
 
 
 @app.command()

@@ -468,7 +468,7 @@ def _reads(located: Iterable[UserBlocks]) -> list[tuple[str, tuple[int, int]]]:
     parts: dict[str, Part] = {}
     blocks: dict[str, set[int]] = {}
     for entry in located:
-        name = entry.part.name
+        name = entry.part.key
         parts.setdefault(name, entry.part)
         blocks.setdefault(name, set()).update(entry.blocks)
     reads: list[tuple[str, tuple[int, int]]] = []

@@ -75,10 +75,16 @@ class ExportPlan:
     #: parts[i].name, computed once: every name is needed before the first byte (the layout and
     #: the blob checks) and again to stream, and a part computes its name on each access.
     names: tuple[str, ...] = ()
+    #: parts[i].key: the blobs to read. A rewritten part's key differs from its name, and the
+    #: blob of a part the catalog has since replaced stays readable for a grace period
+    #: (SWELL_REPLACED_BLOB_GRACE_SECONDS), so a plan made before a swap streams whole.
+    keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.names) != len(self.parts):
             object.__setattr__(self, "names", tuple(p.name for p in self.parts))
+        if len(self.keys) != len(self.parts):
+            object.__setattr__(self, "keys", tuple(p.key for p in self.parts))
 
     @property
     def size(self) -> int:
@@ -105,7 +111,7 @@ async def plan_export(
             "The file size of the exported data is too large. Shorten the time ranges and try "
             f"again. The limit size is {max_bytes} bytes (this range is {layout.size} bytes)."
         )
-    return ExportPlan(tuple(parts), layout, names)
+    return ExportPlan(tuple(parts), layout, names, tuple(p.key for p in parts))
 
 
 def _refs(buffers: list[bytearray], index: int) -> int:
@@ -224,7 +230,7 @@ def _open_next(
         return None
     piece = pieces[index]
     assert isinstance(piece, Slice)
-    return asyncio.ensure_future(blobs.open_reader(plan.names[piece.member]))
+    return asyncio.ensure_future(blobs.open_reader(plan.keys[piece.member]))
 
 
 #: Readers being closed after their export stopped early (referenced until they are).
@@ -253,7 +259,7 @@ async def _stream_pieces(
         if isinstance(segment, Literal):
             yield segment.data
         else:
-            name = plan.names[segment.member]
+            name = plan.keys[segment.member]
             async for chunk in blobs.stream(name, segment.start, segment.end, CHUNK):
                 yield chunk
                 await _pause()

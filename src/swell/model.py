@@ -3,6 +3,7 @@ records that cross the backend boundary (swell.backends.base speaks in these).""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import IntEnum
@@ -154,6 +155,14 @@ def part_name(project_id: int, hour: int, seq: int) -> str:
     return f"{project_id}/{project_id}_{day_text}_{hour_of_day}#{seq}.json.gz"
 
 
+def part_key(project_id: int, hour: int, seq: int, gen: int) -> str:
+    """Blob key of a part (see Part.key)."""
+    name = part_name(project_id, hour, seq)
+    if not gen:
+        return name
+    return f"{name[: -len('.json.gz')]}.r{gen}.json.gz"
+
+
 @dataclass(frozen=True, slots=True)
 class Part:
     """A sealed, immutable hourly part: a multi-member gzip of NDJSON export records."""
@@ -169,15 +178,33 @@ class Part:
     max_lsn: int
     #: Byte offset of each gzip member (block); block i spans offsets[i] .. offsets[i+1] (or size).
     block_offsets: tuple[int, ...]
+    #: 0 for a part as sealed; a rewritten part (compaction, deletion) carries a number of its
+    #: (project, hour) never used before, so its blob never overwrites one still being read.
+    gen: int = 0
 
     @property
     def name(self) -> str:
+        """The part's member name in an export."""
         return part_name(self.project_id, self.hour, self.seq)
+
+    @property
+    def key(self) -> str:
+        """The part's blob key: its name as sealed, ``...#{seq}.r{gen}.json.gz`` once rewritten."""
+        return part_key(self.project_id, self.hour, self.seq, self.gen)
 
     def block_range(self, block: int) -> tuple[int, int]:
         start = self.block_offsets[block]
         end = self.block_offsets[block + 1] if block + 1 < len(self.block_offsets) else self.size
         return start, end
+
+
+def rewrite_key(old: Sequence[Part], new: Sequence[tuple[Part, Any]]) -> tuple[int, int]:
+    """The one (project, hour) of a part rewrite (Catalog.replace_parts). Raises ValueError if
+    it has no old part or spans several (project, hour)."""
+    keys = {(p.project_id, p.hour) for p in old} | {(p.project_id, p.hour) for p, _ in new}
+    if len(keys) != 1 or not old:
+        raise ValueError("a rewrite replaces parts of one (project, hour)")
+    return keys.pop()
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,7 +195,7 @@ class Sealer:
         sealed, data, entries = await asyncio.to_thread(part.seal, frozen.seq)
         if part.max_lsn:
             await self.log.sync(part.max_lsn)  # never publish events that are not yet durable
-        await self.blobs.put(sealed.name, data)
+        await self.blobs.put(sealed.key, data)
         try:
             await self.catalog.add_part(sealed, entries, part.import_keys)
         except AlreadyExists:

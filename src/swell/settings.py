@@ -179,6 +179,25 @@ class Settings:
         14_400, "DSAR budget per org per rolling hour (POST costs 8, GET costs 1)", min=8
     )
 
+    # -- part rewriting (compaction) -------------------------------------------------------------
+    replaced_blob_grace_seconds: float = setting(
+        3600.0,
+        "How long the blobs of parts that compaction replaced stay readable, so an export already "
+        "streaming (or resumed with Range + If-Range) finishes from them",
+        min=0,
+        max=7 * 24 * 3600,
+    )
+    compact_min_parts: int = setting(
+        4,
+        "An ended hour with at least this many sealed parts is merged into as few parts as "
+        "SWELL_PART_MAX_BYTES allows; 0 turns background compaction off",
+        min=0,
+        max=100_000,
+    )
+    compact_check_seconds: float = setting(
+        60.0, "How often the background looks for hours to compact", min=0.1, max=86_400
+    )
+
     def __post_init__(self) -> None:
         if self.metadata_pool_min_size > self.metadata_pool_max_size:
             raise ConfigError(

@@ -29,10 +29,11 @@ import orjson
 
 from swell.backends import Backends, open_backends
 from swell.enrich import RequestContext
-from swell.errors import LogFailed, SealBacklogFull, StorageError
+from swell.errors import Conflict, LogFailed, SealBacklogFull, StorageError
 from swell.identity import DEDUP_WINDOW_MS, Identity
 from swell.model import FrameKind, hour_of, hour_of_ts, hour_start
 from swell.parts import OpenPart, record_keys
+from swell.rewrite import Rewriter, Rewritten
 from swell.sealer import Sealer, Which
 from swell.settings import Settings
 
@@ -66,6 +67,15 @@ class Store:
         #: What retention has dropped since the store opened.
         self.retention_dropped_parts = 0
         self.retention_dropped_events = 0
+        # -- part rewriting (compaction)
+        self.rewriter = Rewriter(
+            self.meta,
+            self.blobs,
+            block_bytes=settings.block_bytes,
+            part_max_bytes=settings.part_max_bytes,
+            grace_seconds=settings.replaced_blob_grace_seconds,
+        )
+        self._last_compaction = float("-inf")
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -191,6 +201,7 @@ class Store:
             self.checkpoint,
             self._prune_dedup,
             self.apply_retention,
+            self._compact_due,
         )
         for step in steps:
             try:
@@ -426,7 +437,7 @@ class Store:
             return 0
         dropped = await self.meta.drop_parts_before(cutoff)
         if dropped:
-            await self.blobs.delete([part.name for part in dropped])
+            await self.blobs.delete([part.key for part in dropped])
             self.retention_dropped_parts += len(dropped)
             self.retention_dropped_events += sum(part.events for part in dropped)
             logger.info(
@@ -514,6 +525,49 @@ class Store:
         pinned = self.sealer.pinned_lsn()
         upto = self._state_lsn if pinned is None else min(self._state_lsn, pinned - 1)
         self.log.release(upto)
+
+    # -- compaction ------------------------------------------------------------------------------
+
+    async def compact(
+        self, project_id: int | None = None, *, min_parts: int = 2, limit: int = 1000
+    ) -> list[Rewritten]:
+        """Merge the parts of ended hours (of one project) holding at least ``min_parts`` sealed
+        parts, oldest first, up to ``limit`` hours; then delete replaced blobs that are due. An
+        hour whose parts are still being sealed, or that changed meanwhile, is left for a later
+        round."""
+        current = hour_of(datetime.now(UTC))
+        busy = {_key(part) for part in self.sealer.unsealed()}
+        crowded = await self.meta.crowded_hours(current, max(min_parts, 2), limit, project_id)
+        done: list[Rewritten] = []
+        for key in crowded:
+            if key in busy:
+                continue
+            try:
+                done.append(await self.rewriter.compact_hour(*key, min_parts=min_parts))
+            except Conflict as exc:  # changed under us: the next round sees what committed
+                logger.info("compaction of project %d hour %d skipped: %s", *key, exc.message)
+        await self.rewriter.sweep()
+        return done
+
+    async def drop_user_events(self, project_id: int, amplitude_ids: Set[int]) -> list[Rewritten]:
+        """Remove every stored event of ``amplitude_ids`` from the project's sealed parts: seal
+        the unsealed parts that hold some, rewrite the sealed parts that hold some without
+        them, then delete replaced blobs that are due. (A deletion's part rewrite; its identity
+        state, user links and log frames are not touched here.)"""
+        await self.seal_user(project_id, None, amplitude_ids)
+        done = await self.rewriter.drop_users(project_id, sorted(amplitude_ids))
+        await self.rewriter.sweep()
+        return done
+
+    async def _compact_due(self) -> None:
+        """Background compaction, every SWELL_COMPACT_CHECK_SECONDS (off with min parts 0)."""
+        if time.monotonic() - self._last_compaction < self.settings.compact_check_seconds:
+            return
+        self._last_compaction = time.monotonic()
+        if self.settings.compact_min_parts:
+            await self.compact(min_parts=self.settings.compact_min_parts, limit=10)
+        else:
+            await self.rewriter.sweep()
 
 
 @dataclass

@@ -7,6 +7,7 @@ tests/unit/test_dsar_worker.py and tests/unit/test_ratelimit.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from datetime import UTC, datetime, timedelta
 
@@ -316,3 +317,150 @@ async def test_parts_before_an_hour_are_dropped_with_their_index(meta: Metadata)
     assert [u.amplitude_id for u in await meta.user_blocks(p, [6])] == [6]
     assert await meta.import_keys(p, old_hour) == set()
     assert await meta.drop_parts_before(month_later + 1) == []
+
+
+# -- part rewriting (compaction, deletion) ------------------------------------------------------
+
+
+def rewritten(project_id: int, hour: int, seq: int, gen: int, *, crc: int = 7) -> Part:
+    return dataclasses.replace(part(project_id, hour, seq, max_lsn=9, crc=crc), gen=gen)
+
+
+async def test_replacing_parts_swaps_rows_and_index_in_one_step(meta: Metadata) -> None:
+    p = await project(meta)
+    old = [part(p, 10, 0, max_lsn=4), part(p, 10, 1, max_lsn=9), part(p, 10, 2, max_lsn=6)]
+    for i, old_part in enumerate(old):
+        await meta.add_part(
+            old_part, [IndexEntry(500 + i, f"u{i}", (0,), 1), IndexEntry(900, None, (1,), 2)]
+        )
+    await meta.add_part(part(p, 11, 0), [IndexEntry(900, None, (2,), 1)], import_keys=[1])
+    await meta.add_part(part(p, 10, 5), [], import_keys=[])  # absent from the rewrite: stays
+    new = rewritten(p, 10, 0, gen=6)
+    assert new.key != new.name
+    assert new.name == old[0].name
+    await meta.doom_blobs([new.key], T0 + timedelta(days=1))
+    await meta.replace_parts(
+        old, [(new, [IndexEntry(900, "u9", (0, 1), 6)])], [500, 501, 502, 900], T0
+    )
+    assert await meta.parts(p, 10, 10) == [new, part(p, 10, 5)]
+    blocks = await meta.user_blocks(p, [500, 501, 502, 900])
+    assert sorted((b.amplitude_id, b.part.hour, b.part.seq, b.blocks) for b in blocks) == [
+        (900, 10, 0, (0, 1)),
+        (900, 11, 0, (2,)),
+    ]
+    assert (await meta.user_blocks(p, [900]))[0].part == new
+    assert await meta.amplitude_ids_for_user(p, "u9") == [900]
+    assert await meta.amplitude_ids_for_user(p, "u1") == [501]  # links are not the rewrite's
+    assert (await meta.sealed_watermarks())[(p, 10)] == 9
+    # The old blobs are doomed at the grace's end, the new one is spared.
+    assert await meta.take_doomed_blobs(T0 - timedelta(seconds=1), T0) == []
+    later = T0 + timedelta(days=2)
+    taken = await meta.take_doomed_blobs(later, later + timedelta(minutes=1))
+    assert sorted(taken) == sorted(o.key for o in old)
+    assert await meta.take_doomed_blobs(later, later) == []  # taken: not again until retry_at
+    await meta.forget_blobs(taken)
+    assert await meta.take_doomed_blobs(later + timedelta(days=1), later) == []
+    # A later seal of the hour still gets a number above every one handed out.
+    assert await meta.allocate_part_seq(p, 10) >= 6
+
+
+async def test_a_stale_rewrite_changes_nothing(meta: Metadata) -> None:
+    p = await project(meta)
+    old = [part(p, 10, 0), part(p, 10, 1)]
+    for old_part in old:
+        await meta.add_part(old_part, [IndexEntry(500, None, (0,), 1)], import_keys=[old_part.seq])
+    first = rewritten(p, 10, 0, gen=2)
+    second = rewritten(p, 10, 0, gen=3, crc=8)
+    await meta.doom_blobs([first.key, second.key], T0 + timedelta(days=1))
+    await meta.replace_parts(old, [(first, [IndexEntry(500, None, (0,), 2)])], [500], T0)
+    with pytest.raises(Conflict):  # the old parts went with the first rewrite
+        await meta.replace_parts(old, [(second, [IndexEntry(500, None, (0,), 2)])], [500], T0)
+    with pytest.raises(Conflict):  # same seq, other gen: not the part as recorded
+        await meta.replace_parts([dataclasses.replace(first, gen=99)], [(second, [])], [500], T0)
+    assert await meta.parts(p, 10, 10) == [first]
+    assert [b.part for b in await meta.user_blocks(p, [500])] == [first]
+    assert await meta.import_keys(p, 10) == {0, 1}  # import keys stay with the hour
+
+
+async def test_a_rewrite_whose_blob_was_swept_is_refused(meta: Metadata) -> None:
+    p = await project(meta)
+    old = part(p, 10, 0)
+    await meta.add_part(old, [IndexEntry(500, None, (0,), 1)])
+    new = rewritten(p, 10, 0, gen=1)
+    await meta.doom_blobs([new.key], T0)
+    assert await meta.take_doomed_blobs(T0, T0 + timedelta(minutes=1)) == [new.key]  # a sweep
+    with pytest.raises(Conflict):
+        await meta.replace_parts([old], [(new, [])], [500], T0)
+    assert await meta.parts(p, 10, 10) == [old]
+
+
+async def test_a_rewrite_may_leave_no_part(meta: Metadata) -> None:
+    p = await project(meta)
+    old = part(p, 10, 0)
+    await meta.add_part(old, [IndexEntry(500, "gone", (0,), 3)], import_keys=[42])
+    await meta.replace_parts([old], [], [500], T0)
+    assert await meta.parts(p, 10, 10) == []
+    assert await meta.user_blocks(p, [500]) == []
+    assert await meta.import_keys(p, 10) == {42}
+    assert await meta.take_doomed_blobs(T0, T0) == [old.key]
+
+
+async def test_doomed_blobs_are_taken_once_in_due_order(meta: Metadata) -> None:
+    await meta.doom_blobs(["a/1", "a/2"], T0 + timedelta(seconds=2))
+    await meta.doom_blobs(["a/3"], T0 + timedelta(seconds=1))
+    await meta.doom_blobs(["a/2"], T0 + timedelta(seconds=5))  # doomed again: the new time
+    far = T0 + timedelta(days=9)
+    assert await meta.take_doomed_blobs(T0 + timedelta(seconds=3), far, limit=1) == ["a/3"]
+    assert await meta.take_doomed_blobs(T0 + timedelta(seconds=3), far) == ["a/1"]
+    assert await meta.take_doomed_blobs(T0 + timedelta(seconds=10), far) == ["a/2"]
+    # A sweep that died: its keys are taken again once their retry time comes.
+    assert await meta.take_doomed_blobs(far, far) == ["a/1", "a/2", "a/3"]
+    await meta.forget_blobs(["a/1", "a/2", "a/3"])
+    assert await meta.take_doomed_blobs(far + timedelta(days=1), far) == []
+
+
+async def test_a_taken_blob_is_never_spared_until_doomed_again(meta: Metadata) -> None:
+    p = await project(meta)
+    old = part(p, 10, 0)
+    await meta.add_part(old, [])
+    new = rewritten(p, 10, 0, gen=1)
+    await meta.doom_blobs([new.key], T0)
+    await meta.take_doomed_blobs(T0, T0 + timedelta(days=1))
+    with pytest.raises(Conflict):
+        await meta.replace_parts([old], [(new, [])], [], T0)
+    await meta.doom_blobs([new.key], T0 + timedelta(days=1))  # written again, doomed again
+    await meta.replace_parts([old], [(new, [])], [], T0)
+    assert await meta.parts(p, 10, 10) == [new]
+
+
+async def test_crowded_hours_are_the_ended_hours_with_many_parts(meta: Metadata) -> None:
+    p = await project(meta)
+    for hour, count in ((5, 4), (6, 1), (7, 5), (9, 6)):
+        for seq in range(count):
+            await meta.add_part(part(p, hour, seq), [])
+    assert await meta.crowded_hours(9, 4) == [(p, 5), (p, 7)]
+    assert await meta.crowded_hours(10, 5) == [(p, 7), (p, 9)]
+    assert await meta.crowded_hours(10, 4, limit=1) == [(p, 5)]
+
+
+async def test_crowded_hours_of_one_project(meta: Metadata) -> None:
+    p = await project(meta)
+    q = await meta.create_project("app", 1, "other-key", "other-hash")
+    for owner in (p, q):
+        for seq in range(3):
+            await meta.add_part(part(owner, 5, seq), [])
+    assert await meta.crowded_hours(9, 3) == [(p, 5), (q, 5)]
+    assert await meta.crowded_hours(9, 3, project_id=q) == [(q, 5)]
+
+
+async def test_an_hour_made_only_of_rewritten_parts_is_not_crowded(meta: Metadata) -> None:
+    p = await project(meta)
+    old = [part(p, 5, seq) for seq in range(3)]
+    for old_part in old:
+        await meta.add_part(old_part, [])
+    new = [rewritten(p, 5, 0, gen=3), rewritten(p, 5, 1, gen=4)]
+    await meta.doom_blobs([n.key for n in new], T0 + timedelta(days=1))
+    await meta.replace_parts(old, [(n, []) for n in new], [], T0)
+    assert await meta.crowded_hours(9, 2) == []
+    await meta.add_part(part(p, 5, 5), [])  # a late seal: crowded again
+    assert await meta.crowded_hours(9, 2) == [(p, 5)]

@@ -84,7 +84,7 @@ async def exported(store: Store, *, hours: int = 48) -> Counter[str]:
     await store.seal_project(PROJECT, now - hours, now + 1)
     found: Counter[str] = Counter()
     for part in await store.meta.parts(PROJECT, now - hours, now + 1):
-        data = await store.blobs.read(part.name)
+        data = await store.blobs.read(part.key)
         assert len(data) == part.size, part.name
         assert zlib.crc32(data) == part.crc32, part.name
         raw = decompress_blocks(data)

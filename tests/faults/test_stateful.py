@@ -1,7 +1,7 @@
-"""Random sequences of ingest, seal, checkpoint, export, DSAR reads, injected faults, kills and
-restarts. Whatever the sequence, every acknowledged event is exported exactly once once the faults
-end, sealed parts match their catalog size and CRC, and an export or DSAR that answers at all
-answers with everything acknowledged before it (nothing is half-visible)."""
+"""Random sequences of ingest, seal, checkpoint, export, DSAR reads, compaction, injected faults,
+kills and restarts. Whatever the sequence, every acknowledged event is exported exactly once once
+the faults end, sealed parts match their catalog size and CRC, and an export or DSAR that
+answers at all answers with everything acknowledged before it (nothing is half-visible)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,13 @@ OPERATIONS = [
     ("meta.parts", False),
     ("meta.user_blocks", False),
     ("meta.amplitude_ids_for_user", False),
+    # part rewriting (compaction)
+    ("meta.crowded_hours", False),
+    ("meta.doom_blobs", True),
+    ("meta.replace_parts", True),
+    ("meta.take_doomed_blobs", True),
+    ("meta.forget_blobs", True),
+    ("blobs.delete", True),
 ]
 
 
@@ -58,6 +65,8 @@ class Totals:
     refused: int = 0
     lost: int = 0
     duplicated: int = 0
+    #: Hours compaction merged.
+    compacted: int = 0
     by_operation: Counter[str] = field(default_factory=Counter)
 
 
@@ -72,7 +81,12 @@ class StoreUnderFaults(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.tmp = Path(tempfile.mkdtemp(prefix="swell-faults-"))
         name = uuid.uuid4().hex
-        base = Settings(data_dir=self.tmp, seal_check_seconds=3600, log_segment_bytes=2048)
+        base = Settings(
+            data_dir=self.tmp,
+            seal_check_seconds=3600,
+            log_segment_bytes=2048,
+            replaced_blob_grace_seconds=0,  # replaced blobs go at the next sweep
+        )
         self.settings = (
             base
             if self.embedded
@@ -155,7 +169,7 @@ class StoreUnderFaults(RuleBasedStateMachine):
         for located in await store.meta.user_blocks(PROJECT, aids):
             for block in located.blocks:
                 start, end = located.part.block_range(block)
-                raw = decompress_blocks(await store.blobs.read(located.part.name, start, end))
+                raw = decompress_blocks(await store.blobs.read(located.part.key, start, end))
                 for line in raw.splitlines():
                     record = orjson.loads(line)
                     if record["user_id"] == user:
@@ -169,6 +183,12 @@ class StoreUnderFaults(RuleBasedStateMachine):
         TOTALS.steps += 1
         with contextlib.suppress(StorageError):
             self.run(self.live.seal(lambda part: True))
+
+    @rule(min_parts=st.integers(2, 4))
+    def compact(self, min_parts: int) -> None:
+        TOTALS.steps += 1
+        with contextlib.suppress(StorageError):
+            TOTALS.compacted += len(self.run(self.live.compact(min_parts=min_parts)))
 
     @rule()
     def checkpoint(self) -> None:

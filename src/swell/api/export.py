@@ -62,7 +62,7 @@ CHECKS_AT_ONCE = 16
 
 async def _check_blobs(blobs: BlobStore, plan: ExportPlan) -> None:
     """Raise StorageError unless every part's blob is there with the catalog's size."""
-    pending = iter(zip(plan.names, plan.parts, strict=True))
+    pending = iter(zip(plan.keys, plan.parts, strict=True))
 
     async def check() -> None:
         for name, part in pending:

@@ -155,6 +155,56 @@ class Catalog(Protocol):
         """For each (project, hour), the highest log sequence number already in a sealed part."""
         ...
 
+    # -- part rewriting (compaction, deletion) -------------------------------------------------
+    #
+    # A rewrite writes new blobs under keys never used before (Part.gen), then swaps catalog
+    # rows in one transaction, so a reader sees the old parts or the new ones, never both or
+    # neither. Blob keys on their way in or out are kept in a list of *doomed* blobs: a key is
+    # doomed before its blob is written (so a rewrite that dies leaves nothing behind for good),
+    # spared when the swap commits, and the swap dooms the blobs it replaced, after a grace.
+
+    async def doom_blobs(self, keys: Sequence[str], delete_after: datetime) -> None:
+        """Record that these blobs are to be deleted at ``delete_after`` (a key already doomed
+        gets the new time)."""
+        ...
+
+    async def take_doomed_blobs(
+        self, now: datetime, retry_at: datetime, limit: int = 1000
+    ) -> list[str]:
+        """Up to ``limit`` doomed keys due at or before ``now``, oldest first, marked taken and
+        due again at ``retry_at``: the caller deletes their blobs, then forgets them; a sweep
+        that dies leaves them to be taken again. A taken blob is never spared."""
+        ...
+
+    async def forget_blobs(self, keys: Sequence[str]) -> None:
+        """Drop these keys from the doomed list (their blobs are gone)."""
+        ...
+
+    async def replace_parts(
+        self,
+        old: Sequence[Part],
+        new: Sequence[tuple[Part, Sequence[IndexEntry]]],
+        old_amplitude_ids: Sequence[int],
+        delete_after: datetime,
+    ) -> None:
+        """In one transaction, of one (project, hour): forget the ``old`` parts (exactly as
+        recorded, gen included) with their user-index rows (the rows of ``old_amplitude_ids``,
+        every user the old parts hold), record the ``new`` ones with theirs, spare the new
+        parts' blobs and doom the old ones' at ``delete_after``. Import keys of the old parts
+        stay with the hour. User links are left alone. Raises Conflict, changing nothing, if an
+        old part is no longer recorded as given, or a new part's blob is not doomed (a sweep
+        took it: it may be gone)."""
+        ...
+
+    async def crowded_hours(
+        self, before_hour: int, min_parts: int, limit: int = 100, project_id: int | None = None
+    ) -> list[tuple[int, int]]:
+        """Up to ``limit`` (project, hour) with hour < ``before_hour`` holding at least
+        ``min_parts`` sealed parts, one of them at least not rewritten (gen 0: an hour
+        compaction left in several parts, for their size, is not crowded), oldest first; of
+        one project if ``project_id`` is given (a project owner's view: always its own)."""
+        ...
+
 
 class UserIndex(Protocol):
     async def amplitude_ids_for_user(self, project_id: int, user_id: str) -> list[int]:

@@ -45,6 +45,7 @@ from swell.model import (
     StateChanges,
     StateSnapshot,
     UserBlocks,
+    rewrite_key,
 )
 from swell.ratelimit import decide
 
@@ -102,6 +103,11 @@ class _MetaState:
     charges: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     dsars: dict[int, DsarRequest] = field(default_factory=dict)
     jobs: dict[int, _Job] = field(default_factory=dict)
+    # -- part rewriting
+    #: blob key -> when it is to be deleted (seconds since the epoch)
+    doomed: dict[str, float] = field(default_factory=dict)
+    #: doomed keys a sweep has taken (never spared)
+    taken: set[str] = field(default_factory=set)
 
 
 _META: dict[str, _MetaState] = {}
@@ -506,6 +512,87 @@ class MemoryMetadata:
         job = self._state().jobs.get(job_id)
         if job is not None:
             job.status = "done"
+
+    # -- part rewriting (compaction, deletion) -------------------------------------------------
+
+    async def doom_blobs(self, keys: Sequence[str], delete_after: datetime) -> None:
+        s = self._state()
+        for key in keys:
+            s.doomed[key] = delete_after.timestamp()
+            s.taken.discard(key)
+
+    async def take_doomed_blobs(
+        self, now: datetime, retry_at: datetime, limit: int = 1000
+    ) -> list[str]:
+        s = self._state()
+        due = sorted((when, key) for key, when in s.doomed.items() if when <= now.timestamp())
+        keys = [key for _, key in due[:limit]]
+        for key in keys:
+            s.doomed[key] = retry_at.timestamp()
+            s.taken.add(key)
+        return keys
+
+    async def forget_blobs(self, keys: Sequence[str]) -> None:
+        s = self._state()
+        for key in keys:
+            s.doomed.pop(key, None)
+            s.taken.discard(key)
+
+    async def replace_parts(
+        self,
+        old: Sequence[Part],
+        new: Sequence[tuple[Part, Sequence[IndexEntry]]],
+        old_amplitude_ids: Sequence[int],
+        delete_after: datetime,
+    ) -> None:
+        project_id, hour = rewrite_key(old, new)
+        s = self._state()
+        parts = s.parts.setdefault(project_id, {})
+        for part in old:
+            if parts.get((hour, part.seq)) != part:
+                raise Conflict(f"part {part.key} is no longer in the catalog as it was")
+        for part, _ in new:
+            if part.key not in s.doomed or part.key in s.taken:
+                raise Conflict(f"the blob {part.key} of a rewritten part was swept")
+        for part, _ in new:
+            del s.doomed[part.key]
+        seqs = {part.seq for part in old}
+        kept: list[int] = []
+        for seq in sorted(seqs):
+            kept.extend(s.import_keys.pop((project_id, hour, seq), ()))
+        for aid in old_amplitude_ids:
+            where = s.blocks.get((project_id, aid), {})
+            for seq in seqs:
+                where.pop((hour, seq), None)
+        for part in old:
+            del parts[(hour, part.seq)]
+            s.doomed[part.key] = delete_after.timestamp()
+        for part, entries in new:
+            parts[(hour, part.seq)] = part
+            for e in entries:
+                where = s.blocks.setdefault((project_id, e.amplitude_id), {})
+                where[(hour, part.seq)] = (e.blocks, e.events)
+                if e.user_id:
+                    s.links.setdefault((project_id, e.user_id), set()).add(e.amplitude_id)
+        if kept:
+            seq = new[0][0].seq if new else min(seqs)
+            s.import_keys[(project_id, hour, seq)] = tuple(kept)
+
+    async def crowded_hours(
+        self, before_hour: int, min_parts: int, limit: int = 100, project_id: int | None = None
+    ) -> list[tuple[int, int]]:
+        counts: Counter[tuple[int, int]] = Counter()
+        sealed: set[tuple[int, int]] = set()  # hours with a part not rewritten yet
+        for owner, parts in self._state().parts.items():
+            if project_id is not None and owner != project_id:
+                continue
+            for (hour, _), part in parts.items():
+                if hour < before_hour:
+                    counts[(hour, owner)] += 1
+                    if not part.gen:
+                        sealed.add((hour, owner))
+        found = sorted(k for k, n in counts.items() if n >= min_parts and k in sealed)[:limit]
+        return [(project_id, hour) for hour, project_id in found]
 
 
 def _loads(blob: bytes) -> dict[str, Any]:

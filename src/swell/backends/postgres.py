@@ -66,6 +66,7 @@ from swell.model import (
     UserBlocks,
     hour_of,
     hour_start,
+    rewrite_key,
 )
 from swell.ratelimit import decide
 
@@ -531,6 +532,7 @@ class PostgresMetadata(ClusterMixin):
                     "max_time": part.max_time,
                     "max_lsn": part.max_lsn,
                     "blocks": _pack(part.block_offsets),
+                    "gen": part.gen,
                 },
             )
             if entries:
@@ -620,6 +622,7 @@ class PostgresMetadata(ClusterMixin):
             max_time=row[7],
             max_lsn=row[8],
             block_offsets=_unpack(row[9]),
+            gen=row[10],
         )
 
     async def parts(self, project_id: int, start_hour: int, end_hour: int) -> list[Part]:
@@ -979,6 +982,139 @@ class PostgresMetadata(ClusterMixin):
 
     async def complete_job(self, job_id: int) -> None:
         await self._update("complete_job", {"id": job_id})
+
+    # -- part rewriting (compaction, deletion) -------------------------------------------------
+
+    async def doom_blobs(self, keys: Sequence[str], delete_after: datetime) -> None:
+        async def run(cur: Cursor) -> None:
+            await cur.execute(
+                Q["doom_blobs"], {"keys": sorted(set(keys)), "delete_after": _utc(delete_after)}
+            )
+
+        await self._call(run)
+
+    async def take_doomed_blobs(
+        self, now: datetime, retry_at: datetime, limit: int = 1000
+    ) -> list[str]:
+        params = {"now": _utc(now), "retry_at": _utc(retry_at), "limit": limit}
+
+        async def run(cur: Cursor) -> list[str]:
+            await cur.execute(Q["take_doomed_blobs"], params)
+            return sorted(r[0] for r in await cur.fetchall())
+
+        return await self._call(run)
+
+    async def forget_blobs(self, keys: Sequence[str]) -> None:
+        async def run(cur: Cursor) -> None:
+            await cur.execute(Q["forget_blobs"], {"keys": sorted(set(keys))})
+
+        await self._call(run)
+
+    async def replace_parts(
+        self,
+        old: Sequence[Part],
+        new: Sequence[tuple[Part, Sequence[IndexEntry]]],
+        old_amplitude_ids: Sequence[int],
+        delete_after: datetime,
+    ) -> None:
+        project_id, hour = rewrite_key(old, new)
+        await self._ensure_partition("user_blocks", *_month_partition(hour))
+        seqs = sorted({p.seq for p in old})
+        where = {"project_id": project_id, "hour": hour, "seqs": seqs}
+
+        async def run(cur: Cursor) -> None:
+            await cur.execute(Q["lock_hour_parts"], {"project_id": project_id, "hour": hour})
+            recorded = {r[0]: (r[1], r[2], r[3]) for r in await cur.fetchall()}
+            for part in old:
+                if recorded.get(part.seq) != (part.gen, part.size, part.crc32):
+                    raise Conflict(f"part {part.key} is no longer in the catalog as it was")
+            fresh = sorted(part.key for part, _ in new)
+            await cur.execute(Q["spare_blobs"], {"keys": fresh})
+            if len(await cur.fetchall()) != len(fresh):
+                raise Conflict("the blob of a rewritten part was swept")
+            await cur.execute(
+                Q["delete_hour_user_blocks"],
+                {**where, "amplitude_ids": sorted(set(old_amplitude_ids))},
+            )
+            await cur.execute(Q["delete_hour_import_keys"], where)
+            kept = [key for (blob,) in await cur.fetchall() for key in _unpack(blob)]
+            await cur.execute(Q["delete_hour_parts"], where)
+            await cur.execute(
+                Q["doom_blobs"],
+                {"keys": sorted(p.key for p in old), "delete_after": _utc(delete_after)},
+            )
+            links: set[tuple[bytes, int]] = set()
+            for part, entries in new:
+                await cur.execute(
+                    Q["insert_part"],
+                    {
+                        "project_id": project_id,
+                        "hour": hour,
+                        "seq": part.seq,
+                        "size": part.size,
+                        "crc32": part.crc32,
+                        "events": part.events,
+                        "min_time": part.min_time,
+                        "max_time": part.max_time,
+                        "max_lsn": part.max_lsn,
+                        "blocks": _pack(part.block_offsets),
+                        "gen": part.gen,
+                    },
+                )
+                if entries:
+                    await cur.execute(
+                        Q["insert_user_blocks"],
+                        {
+                            "project_id": project_id,
+                            "hour": hour,
+                            "seq": part.seq,
+                            "amplitude_ids": [e.amplitude_id for e in entries],
+                            "blocks": [_pack(e.blocks) for e in entries],
+                            "events": [e.events for e in entries],
+                        },
+                    )
+                links.update((_key(e.user_id), e.amplitude_id) for e in entries if e.user_id)
+            if links:
+                ordered = sorted(links)
+                await cur.execute(
+                    Q["insert_user_links"],
+                    {
+                        "project_id": project_id,
+                        "user_ids": [u for u, _ in ordered],
+                        "amplitude_ids": [a for _, a in ordered],
+                    },
+                )
+            if kept:
+                await cur.execute(
+                    Q["insert_import_keys"],
+                    {
+                        "project_id": project_id,
+                        "hour": hour,
+                        "seq": new[0][0].seq if new else seqs[0],
+                        "keys": _pack(kept),
+                    },
+                )
+
+        await self._call(run)
+
+    async def crowded_hours(
+        self, before_hour: int, min_parts: int, limit: int = 100, project_id: int | None = None
+    ) -> list[tuple[int, int]]:
+        scope = self._scope.project_id if self._scope is not None else project_id
+
+        async def run(cur: Cursor) -> list[tuple[int, int]]:
+            await cur.execute(
+                Q["crowded_hours"],
+                {
+                    "before_hour": before_hour,
+                    "min_parts": min_parts,
+                    "limit": limit,
+                    "project_id": scope,
+                },
+            )
+            return [(r[0], r[1]) for r in await cur.fetchall()]
+
+        return await self._call(run, transaction=False)
 
 
 if TYPE_CHECKING:

@@ -287,6 +287,7 @@ class SQLiteMetadata:
                         part.max_time,
                         part.max_lsn,
                         _pack(part.block_offsets),
+                        part.gen,
                     ),
                 )
                 db.executemany(Q["insert_user_blocks"].format(table=table), blocks_rows)
@@ -313,6 +314,7 @@ class SQLiteMetadata:
             max_time=row[7],
             max_lsn=row[8],
             block_offsets=_unpack(row[9]),
+            gen=row[10],
         )
 
     async def parts(self, project_id: int, start_hour: int, end_hour: int) -> list[Part]:
@@ -715,6 +717,120 @@ class SQLiteMetadata:
                 db.execute(Q["complete_job"], (job_id,))
 
         await self._run(run)
+
+    # -- part rewriting (compaction, deletion) -------------------------------------------------
+
+    async def doom_blobs(self, keys: Sequence[str], delete_after: datetime) -> None:
+        when = delete_after.timestamp()
+
+        def run() -> None:
+            with self._tx() as db:
+                db.executemany(Q["doom_blob"], [(key, when) for key in keys])
+
+        await self._run(run)
+
+    async def take_doomed_blobs(
+        self, now: datetime, retry_at: datetime, limit: int = 1000
+    ) -> list[str]:
+        def run() -> list[str]:
+            with self._tx() as db:
+                keys = [r[0] for r in db.execute(Q["due_blobs"], (now.timestamp(), limit))]
+                db.executemany(Q["take_blob"], [(retry_at.timestamp(), key) for key in keys])
+            return keys
+
+        return await self._run(run)
+
+    async def forget_blobs(self, keys: Sequence[str]) -> None:
+        def run() -> None:
+            with self._tx() as db:
+                db.executemany(Q["forget_blob"], [(key,) for key in keys])
+
+        await self._run(run)
+
+    async def replace_parts(
+        self,
+        old: Sequence[Part],
+        new: Sequence[tuple[Part, Sequence[IndexEntry]]],
+        old_amplitude_ids: Sequence[int],
+        delete_after: datetime,
+    ) -> None:
+        project_id, hour = model.rewrite_key(old, new)
+        table = _month_table(hour)
+        when = delete_after.timestamp()
+
+        def run() -> None:
+            with self._tx() as db:
+                for part in old:
+                    row = db.execute(Q["part_gen"], (project_id, hour, part.seq)).fetchone()
+                    if row is None or tuple(row) != (part.gen, part.size, part.crc32):
+                        raise Conflict(f"part {part.key} is no longer in the catalog as it was")
+                for part, _ in new:
+                    if db.execute(Q["spare_blob"], (part.key,)).rowcount != 1:
+                        raise Conflict(f"the blob {part.key} of a rewritten part was swept")
+                if table not in self._month_tables:
+                    db.execute(Q["create_month_table"].format(table=table))
+                seqs = {part.seq for part in old}
+                kept: list[int] = []
+                for seq, blob in db.execute(Q["hour_import_keys"], (project_id, hour)).fetchall():
+                    if seq in seqs:
+                        kept.extend(_unpack(blob))
+                        db.execute(Q["delete_import_keys"], (project_id, hour, seq))
+                delete_block = Q["delete_user_block"].format(table=table)
+                db.executemany(
+                    delete_block,
+                    [(project_id, aid, hour, seq) for aid in old_amplitude_ids for seq in seqs],
+                )
+                for part in old:
+                    db.execute(Q["delete_part"], (project_id, hour, part.seq))
+                    db.execute(Q["doom_blob"], (part.key, when))
+                insert_block = Q["insert_user_blocks"].format(table=table)
+                links: set[tuple[int, str, int]] = set()
+                for part, entries in new:
+                    db.execute(
+                        Q["insert_part"],
+                        (
+                            project_id,
+                            hour,
+                            part.seq,
+                            part.size,
+                            part.crc32,
+                            part.events,
+                            part.min_time,
+                            part.max_time,
+                            part.max_lsn,
+                            _pack(part.block_offsets),
+                            part.gen,
+                        ),
+                    )
+                    db.executemany(
+                        insert_block,
+                        [
+                            (project_id, e.amplitude_id, hour, part.seq, _pack(e.blocks), e.events)
+                            for e in entries
+                        ],
+                    )
+                    links.update(
+                        (project_id, e.user_id, e.amplitude_id) for e in entries if e.user_id
+                    )
+                db.executemany(Q["insert_user_links"], sorted(links))
+                if kept:
+                    seq = new[0][0].seq if new else min(seqs)
+                    db.execute(Q["insert_import_keys"], (project_id, hour, seq, _pack(kept)))
+            self._month_tables.add(table)
+
+        await self._run(run)
+
+    async def crowded_hours(
+        self, before_hour: int, min_parts: int, limit: int = 100, project_id: int | None = None
+    ) -> list[tuple[int, int]]:
+        params = (before_hour, project_id, project_id, min_parts, limit)
+
+        def run() -> list[tuple[int, int]]:
+            with self._read() as db:
+                rows = db.execute(Q["crowded_hours"], params).fetchall()
+            return [(r[0], r[1]) for r in rows]
+
+        return await self._run(run)
 
 
 def _loads(blob: bytes) -> dict[str, Any]:

@@ -101,9 +101,10 @@ DELETE FROM projects WHERE id = %(project_id)s
 -- catalog and user index -------------------------------------------------------------------------
 
 -- name: insert_part
-INSERT INTO parts (project_id, hour, seq, size, crc32, events, min_time, max_time, max_lsn, blocks)
+INSERT INTO parts
+    (project_id, hour, seq, size, crc32, events, min_time, max_time, max_lsn, blocks, gen)
 VALUES (%(project_id)s, %(hour)s, %(seq)s, %(size)s, %(crc32)s, %(events)s, %(min_time)s,
-    %(max_time)s, %(max_lsn)s, %(blocks)s)
+    %(max_time)s, %(max_lsn)s, %(blocks)s, %(gen)s)
 
 -- name: insert_user_blocks
 INSERT INTO user_blocks (project_id, amplitude_id, hour, seq, blocks, events)
@@ -129,7 +130,7 @@ SELECT keys FROM import_keys WHERE project_id = %(project_id)s AND hour = %(hour
 -- name: delete_parts_before
 -- Retention: the catalog rows go first, returned so their blobs can be deleted.
 DELETE FROM parts WHERE hour < %(hour)s
-RETURNING project_id, hour, seq, size, crc32, events, min_time, max_time, max_lsn, blocks
+RETURNING project_id, hour, seq, size, crc32, events, min_time, max_time, max_lsn, blocks, gen
 
 -- name: delete_import_keys_before
 DELETE FROM import_keys WHERE hour < %(hour)s
@@ -142,7 +143,7 @@ DELETE FROM part_seqs WHERE hour < %(hour)s
 DELETE FROM user_blocks WHERE hour < %(hour)s
 
 -- name: parts
-SELECT project_id, hour, seq, size, crc32, events, min_time, max_time, max_lsn, blocks
+SELECT project_id, hour, seq, size, crc32, events, min_time, max_time, max_lsn, blocks, gen
 FROM parts
 WHERE project_id = %(project_id)s AND hour BETWEEN %(start_hour)s AND %(end_hour)s
 ORDER BY hour, seq
@@ -169,7 +170,7 @@ ORDER BY 1
 -- An index read in each month's partition, joined to the parts it names.
 SELECT b.amplitude_id, b.blocks, b.events,
     p.project_id, p.hour, p.seq, p.size, p.crc32, p.events, p.min_time, p.max_time, p.max_lsn,
-    p.blocks
+    p.blocks, p.gen
 FROM user_blocks b
 JOIN parts p ON p.project_id = b.project_id AND p.hour = b.hour AND p.seq = b.seq
 WHERE b.project_id = %(project_id)s AND b.amplitude_id = ANY(%(amplitude_ids)s::bigint[])
@@ -465,3 +466,50 @@ CREATE TABLE IF NOT EXISTS {partition} PARTITION OF inbox FOR VALUES FROM ({star
 -- name: delete_consumed_default_rows
 DELETE FROM inbox_default i USING project_positions p
 WHERE i.project_id = p.project_id AND i.seq <= p.inbox_pos
+
+-- part rewriting (compaction, deletion) ------------------------------------------------------
+
+-- name: doom_blobs
+INSERT INTO doomed_blobs (key, delete_after)
+SELECT k, %(delete_after)s FROM unnest(%(keys)s::text[]) AS k ORDER BY k
+ON CONFLICT (key) DO UPDATE SET delete_after = excluded.delete_after, taken = false
+
+-- name: take_doomed_blobs
+-- Taken and put off at once: concurrent sweepers never take the same key.
+UPDATE doomed_blobs SET taken = true, delete_after = %(retry_at)s WHERE key IN (
+    SELECT key FROM doomed_blobs WHERE delete_after <= %(now)s
+    ORDER BY delete_after, key LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+RETURNING key
+
+-- name: forget_blobs
+DELETE FROM doomed_blobs WHERE key = ANY(%(keys)s::text[])
+
+-- name: spare_blobs
+-- Only blobs no sweep has taken: a taken one may be gone already.
+DELETE FROM doomed_blobs WHERE key = ANY(%(keys)s::text[]) AND NOT taken RETURNING key
+
+-- name: lock_hour_parts
+-- The rewrite's (project, hour) rows, locked: a concurrent rewrite of the hour waits, then sees
+-- what this one committed.
+SELECT seq, gen, size, crc32 FROM parts
+WHERE project_id = %(project_id)s AND hour = %(hour)s ORDER BY seq FOR UPDATE
+
+-- name: delete_hour_parts
+DELETE FROM parts
+WHERE project_id = %(project_id)s AND hour = %(hour)s AND seq = ANY(%(seqs)s::integer[])
+
+-- name: delete_hour_user_blocks
+DELETE FROM user_blocks
+WHERE project_id = %(project_id)s AND hour = %(hour)s AND seq = ANY(%(seqs)s::integer[])
+    AND amplitude_id = ANY(%(amplitude_ids)s::bigint[])
+
+-- name: delete_hour_import_keys
+DELETE FROM import_keys
+WHERE project_id = %(project_id)s AND hour = %(hour)s AND seq = ANY(%(seqs)s::integer[])
+RETURNING keys
+
+-- name: crowded_hours
+SELECT project_id, hour FROM parts
+WHERE hour < %(before_hour)s AND (%(project_id)s::bigint IS NULL OR project_id = %(project_id)s)
+GROUP BY project_id, hour HAVING count(*) >= %(min_parts)s AND min(gen) = 0
+ORDER BY hour, project_id LIMIT %(limit)s

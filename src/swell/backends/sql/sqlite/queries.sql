@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     PRIMARY KEY (project_id, amplitude_id, hour, seq)) WITHOUT ROWID
 
 -- name: insert_part
-INSERT INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: insert_user_blocks
 INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)
@@ -278,3 +278,41 @@ UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL, last_error
 
 -- name: complete_job
 UPDATE jobs SET status = 'done' WHERE id = ?
+
+-- part rewriting (compaction, deletion) ------------------------------------------------------
+
+-- name: doom_blob
+INSERT INTO doomed_blobs VALUES (?, ?, 0)
+ON CONFLICT(key) DO UPDATE SET delete_after = excluded.delete_after, taken = 0
+
+-- name: due_blobs
+SELECT key FROM doomed_blobs WHERE delete_after <= ? ORDER BY delete_after, key LIMIT ?
+
+-- name: take_blob
+UPDATE doomed_blobs SET delete_after = ?, taken = 1 WHERE key = ?
+
+-- name: forget_blob
+DELETE FROM doomed_blobs WHERE key = ?
+
+-- name: spare_blob
+-- Only a blob no sweep has taken: a taken one may be gone already.
+DELETE FROM doomed_blobs WHERE key = ? AND taken = 0
+
+-- name: part_gen
+SELECT gen, size, crc32 FROM parts WHERE project_id = ? AND hour = ? AND seq = ?
+
+-- name: delete_part
+DELETE FROM parts WHERE project_id = ? AND hour = ? AND seq = ?
+
+-- name: delete_user_block
+DELETE FROM {table} WHERE project_id = ? AND amplitude_id = ? AND hour = ? AND seq = ?
+
+-- name: hour_import_keys
+SELECT seq, keys FROM import_keys WHERE project_id = ? AND hour = ?
+
+-- name: delete_import_keys
+DELETE FROM import_keys WHERE project_id = ? AND hour = ? AND seq = ?
+
+-- name: crowded_hours
+SELECT project_id, hour FROM parts WHERE hour < ? AND (? IS NULL OR project_id = ?)
+GROUP BY project_id, hour HAVING COUNT(*) >= ? AND MIN(gen) = 0 ORDER BY hour, project_id LIMIT ?
