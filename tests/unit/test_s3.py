@@ -144,7 +144,9 @@ async def proxy_url(
 @pytest.mark.parametrize(
     ("step", "fail"),
     [
-        ("a part", lambda method, target: method == "PUT" and "partNumber=2&" in target + "&"),
+        # Every part fails: a part that succeeds concurrently with the abort can land after it
+        # and re-create the upload's folder on SeaweedFS (a server-side race, not swell's).
+        ("a part", lambda method, target: method == "PUT" and "partNumber=" in target),
         ("the completion", lambda method, target: method == "POST" and "uploadId=" in target),
     ],
 )
