@@ -65,7 +65,15 @@ def day_date(day: int) -> date:
 class RollupAcc:
     """The rollups of one open part's events so far. Not thread-safe."""
 
-    __slots__ = ("_days", "event_counts", "first_days", "sessions", "user_days", "user_groups")
+    __slots__ = (
+        "_days",
+        "_seen",
+        "event_counts",
+        "first_days",
+        "sessions",
+        "user_days",
+        "user_groups",
+    )
 
     def __init__(self) -> None:
         self.user_days: set[tuple[int, int]] = set()
@@ -75,6 +83,8 @@ class RollupAcc:
         self.event_counts: dict[tuple[int, str], int] = {}
         #: event_time date prefix -> day number (a part spans few days).
         self._days: dict[str, int] = {}
+        #: (day, amplitude_id, *group-by values) already folded into user_groups.
+        self._seen: set[tuple[Any, ...]] = set()
 
     def add(self, amplitude_id: int, f: Fact) -> None:
         event_time = f[0]
@@ -101,10 +111,13 @@ class RollupAcc:
             first = self.first_days.get(amplitude_id)
             if first is None or day < first:
                 self.first_days[amplitude_id] = day
-        groups = self.user_groups
-        for name, value in zip(_NAMES, f[3:], strict=True):
-            label = NONE_LABEL if value is None or value == "" else str(value)
-            groups.add((day, name, label, amplitude_id))
+        values = (day, amplitude_id, *f[3:])
+        if values not in self._seen:  # most of a user's events of a day share their values
+            self._seen.add(values)
+            groups = self.user_groups
+            for name, value in zip(_NAMES, f[3:], strict=True):
+                label = NONE_LABEL if value is None or value == "" else str(value)
+                groups.add((day, name, label, amplitude_id))
         session_id = f[2]
         if isinstance(session_id, int) and session_id >= 0:
             ms = _event_ms(event_time, day)
