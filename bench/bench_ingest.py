@@ -315,7 +315,12 @@ async def _stage_costs(
             hour = hour_of(now)
             lsn = store.log.append(FrameKind.EVENTS, 1, hour, b"\n".join([*enriched.lines, b""]))
             store.sealer.part_for(1, hour).add_batch(
-                enriched.lines, enriched.amplitude_ids, enriched.user_ids, ctx.server_upload_ts, lsn
+                enriched.lines,
+                enriched.amplitude_ids,
+                enriched.user_ids,
+                ctx.server_upload_ts,
+                lsn,
+                enriched.facts,
             )
             t5 = clock()
             await store.log.sync()

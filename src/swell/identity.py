@@ -20,6 +20,7 @@ import orjson
 from swell.dedup import DEDUP_WINDOW_MS, HOUR_MS, DedupWindow, dedup_key
 from swell.enrich import RequestContext, build_record, new_uuids
 from swell.model import EPOCH, DedupChunk, StateChanges, hour_of_ts, parse_ts
+from swell.rollups import Fact, fact
 from swell.userprops import apply_user_properties
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class EnrichedBatch:
     lines: list[bytes] = field(default_factory=list)
     amplitude_ids: list[int] = field(default_factory=list)
     user_ids: list[str | None] = field(default_factory=list)
+    #: Their rollup facts (swell.rollups.fact).
+    facts: list[Fact] = field(default_factory=list)
 
 
 class Identity:
@@ -201,7 +204,7 @@ class Identity:
         project = ctx.project_id
         now_ms = _ms(ctx.server_upload)
         out = EnrichedBatch()
-        lines, aids, uids = out.lines, out.amplitude_ids, out.user_ids
+        lines, aids, uids, facts = out.lines, out.amplitude_ids, out.user_ids, out.facts
         users, devices, props = self._users, self._devices, self._props
         fresh = self.dedup.admit(project, dedup_keys, now_ms)
         processed = ctx.server_upload
@@ -245,6 +248,7 @@ class Identity:
             lines.append(dumps(record))
             aids.append(aid)
             uids.append(uid)
+            facts.append(fact(record))
         return out
 
     def cached_amplitude_id(self, project: int, user_id: str) -> int | None:

@@ -366,3 +366,38 @@ class Charge:
     remaining: int
     #: Whole seconds until the refused charge would fit (0 when allowed).
     retry_after: int
+
+
+# -- dashboard rollups ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """What one sealed part adds to its project's per-day rollups (swell.rollups), written in the
+    part's catalog transaction. Days are UTC event-time days, counted from 1970-01-01 (day 0)."""
+
+    #: (day, amplitude_id): the user was active that day.
+    user_days: tuple[tuple[int, int], ...] = ()
+    #: (day, group-by name, value, amplitude_id): active that day with that value.
+    user_groups: tuple[tuple[int, str, str, int], ...] = ()
+    #: (amplitude_id, day): the first day this part saw the user.
+    first_days: tuple[tuple[int, int], ...] = ()
+    #: (amplitude_id, session_id, first event ms, last event ms).
+    sessions: tuple[tuple[int, int, int, int], ...] = ()
+    #: (day, event_type, events).
+    event_counts: tuple[tuple[int, str, int], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.user_days or self.event_counts)
+
+
+@dataclass(frozen=True, slots=True)
+class Annotation:
+    """A chart annotation (Amplitude's Chart Annotations API)."""
+
+    id: int
+    project_id: int
+    date: str
+    label: str
+    details: str
+    chart_id: str | None

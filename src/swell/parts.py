@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import orjson
 from isal import igzip
 
-from swell.model import IndexEntry, Part
+from swell.model import IndexEntry, Part, Rollup
+from swell.rollups import Fact, RollupAcc, fact
 
 #: isal level 1: ~1 GB/s per core at 5.5x; zlib level 6 would cost ~6x the CPU for 30% fewer bytes.
 COMPRESS_LEVEL = 1
@@ -50,12 +51,21 @@ class OpenPart:
     _lines: list[bytes] = field(default_factory=list)
     _line_bytes: int = 0
     _users: dict[int, _UserAcc] = field(default_factory=dict)
+    #: Per-day rollups of the events so far (swell.rollups), written with the part.
+    rollups: RollupAcc = field(default_factory=RollupAcc)
 
     def add(
-        self, line: bytes, amplitude_id: int, user_id: str | None, upload_time: str, lsn: int
+        self,
+        line: bytes,
+        amplitude_id: int,
+        user_id: str | None,
+        upload_time: str,
+        lsn: int,
+        record_fact: Fact | None = None,
     ) -> None:
         """Append one record (without its newline)."""
-        self.add_batch([line], [amplitude_id], [user_id], upload_time, lsn)
+        facts = None if record_fact is None else [record_fact]
+        self.add_batch([line], [amplitude_id], [user_id], upload_time, lsn, facts)
 
     def add_batch(
         self,
@@ -64,8 +74,12 @@ class OpenPart:
         user_ids: list[str | None],
         upload_time: str,
         lsn: int,
+        facts: list[Fact] | None = None,
     ) -> None:
-        """Append records that share one upload time and log frame (``add`` for many)."""
+        """Append records that share one upload time and log frame (``add`` for many);
+        ``facts`` are their rollup facts (swell.rollups.fact; read from the lines if None)."""
+        if facts is None:
+            facts = [fact(orjson.loads(line)) for line in lines]
         if not self.min_time or upload_time < self.min_time:
             self.min_time = upload_time
         if upload_time > self.max_time:
@@ -99,6 +113,9 @@ class OpenPart:
                 block += 1
         self.raw_bytes += size - self._line_bytes
         self._line_bytes = size
+        add_fact = self.rollups.add
+        for aid, f in zip(amplitude_ids, facts, strict=True):
+            add_fact(aid, f)
 
     @property
     def memory_bytes(self) -> int:
@@ -127,7 +144,8 @@ class OpenPart:
         self.crc = zlib.crc32(member, self.crc)
 
     def seal(self, seq: int) -> tuple[Part, bytes, list[IndexEntry]]:
-        """Finish the last block; return the part record, its bytes and its user-index entries."""
+        """Finish the last block; return the part record, its bytes and its user-index entries
+        (its rollups are ``rollup()``)."""
         self._close_block()
         part = Part(
             project_id=self.project_id,
@@ -147,6 +165,10 @@ class OpenPart:
         ]
         return part, b"".join(self.members), entries
 
+    def rollup(self) -> Rollup:
+        """What this part adds to its project's per-day rollups."""
+        return self.rollups.rollup()
+
 
 def decompress_blocks(data: bytes) -> bytes:
     """The NDJSON text of one or more whole gzip members (blocks)."""
@@ -154,7 +176,12 @@ def decompress_blocks(data: bytes) -> bytes:
     return raw
 
 
-def record_keys(line: bytes) -> tuple[int, str | None, str]:
-    """(amplitude_id, user_id, server_upload_time) of one stored record."""
+def record_keys(line: bytes) -> tuple[int, str | None, str, Fact]:
+    """(amplitude_id, user_id, server_upload_time, rollup fact) of one stored record."""
     record = orjson.loads(line)
-    return int(record.get("amplitude_id") or 0), record.get("user_id"), record["server_upload_time"]
+    return (
+        int(record.get("amplitude_id") or 0),
+        record.get("user_id"),
+        record["server_upload_time"],
+        fact(record),
+    )

@@ -193,11 +193,12 @@ class Sealer:
         if frozen.seq is None:
             frozen.seq = await self.catalog.allocate_part_seq(*key)
         sealed, data, entries = await asyncio.to_thread(part.seal, frozen.seq)
+        rollup = await asyncio.to_thread(part.rollup)
         if part.max_lsn:
             await self.log.sync(part.max_lsn)  # never publish events that are not yet durable
         await self.blobs.put(sealed.key, data)
         try:
-            await self.catalog.add_part(sealed, entries, part.import_keys)
+            await self.catalog.add_part(sealed, entries, part.import_keys, rollup=rollup)
         except AlreadyExists:
             if not await self._recorded(sealed):
                 raise

@@ -34,6 +34,7 @@ from swell.identity import DEDUP_WINDOW_MS, Identity
 from swell.model import FrameKind, hour_of, hour_of_ts, hour_start
 from swell.parts import OpenPart, record_keys
 from swell.rewrite import Rewriter, Rewritten
+from swell.rollups import fact
 from swell.sealer import Sealer, Which
 from swell.settings import Settings
 
@@ -128,9 +129,9 @@ class Store:
                 if replay_state:
                     self.identity.observe(frame.project_id, orjson.loads(line))
                 if reopen:
-                    aid, uid, upload = record_keys(line)
+                    aid, uid, upload, record_fact = record_keys(line)
                     self.sealer.part_for(frame.project_id, frame.hour).add(
-                        line, aid, uid, upload, frame.lsn
+                        line, aid, uid, upload, frame.lsn, record_fact
                     )
                     replayed += 1
         if replayed:
@@ -303,6 +304,7 @@ class Store:
                 enriched.user_ids,
                 ctx.server_upload_ts,
                 lsn,
+                enriched.facts,
             )
             if part.raw_bytes >= self.settings.part_max_bytes and not self.sealer.failing:
                 self._spawn(self.seal(_only((ctx.project_id, hour))))
@@ -402,6 +404,7 @@ class Store:
                 uid if isinstance(uid, str) else None,
                 upload,
                 0,
+                fact(record),
             )
             if key is not None:
                 part.import_keys.append(key)

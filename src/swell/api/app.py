@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from swell.api import dsar, export, health, ingest, openapi, render
+from swell.api import dashboard, dsar, export, health, ingest, openapi, render
 from swell.api.server import ConcurrencyLimit
 from swell.api.state import AppState, Front
 from swell.auth import Authenticator
@@ -52,6 +52,7 @@ def create_app(
             *ingest.routes,
             *export.routes,
             *dsar.routes,
+            *dashboard.routes,
             *openapi.routes(dsar.OPENAPI_PATHS),
         ],
         lifespan=lifespan,

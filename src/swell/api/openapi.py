@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from swell import __version__
+from swell.rollups import GROUP_BYS
 
 _TIME_PARAM = {
     "in": "query",
@@ -229,21 +230,209 @@ INGEST_PATHS: dict[str, Any] = {
 }
 
 
+# -- dashboard REST ---------------------------------------------------------------------------
+
+_DAY_PARAM = {
+    "in": "query",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]{8}$"},
+}
+_DAY_PARAMS = [
+    {"name": "start", "description": "First day, YYYYMMDD (UTC event-time days)", **_DAY_PARAM},
+    {"name": "end", "description": "Last day, YYYYMMDD (included)", **_DAY_PARAM},
+]
+_SERIES = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "object",
+            "required": ["series", "seriesLabels", "seriesMeta", "xValues"],
+            "properties": {
+                "series": {
+                    "type": "array",
+                    "items": {"type": "array", "items": {"type": "number"}},
+                },
+                "seriesLabels": {"type": "array"},
+                "seriesMeta": {"type": "array", "items": {"type": "object"}},
+                "xValues": {"type": "array", "items": {"type": "string", "format": "date"}},
+            },
+        }
+    },
+}
+_API_ERROR = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}},
+            }
+        }
+    }
+}
+_DASHBOARD_ERRORS = {
+    "400": {"description": "Bad parameters: `{error}`", **_API_ERROR},
+    "401": {"description": "Invalid or missing credentials", **_API_ERROR},
+}
+_ANNOTATION = {
+    "type": "object",
+    "required": ["id", "date", "label", "details"],
+    "properties": {
+        "id": {"type": "integer"},
+        "date": {"type": "string", "format": "date"},
+        "label": {"type": "string"},
+        "details": {"type": "string"},
+    },
+}
+_ANNOTATION_FIELDS = {
+    "type": "object",
+    "required": ["date", "label"],
+    "properties": {
+        "app_id": {"type": "integer", "description": "The project's id (optional)"},
+        "date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+        "label": {"type": "string", "minLength": 1, "maxLength": 1000},
+        "details": {"type": "string", "maxLength": 10000},
+        "chart_id": {"type": "string", "maxLength": 100},
+    },
+}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _get(op: str, summary: str, parameters: list[Any], ok: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "operationId": op,
+        "summary": summary,
+        "tags": ["Dashboard"],
+        "security": [{"basicAuth": []}],
+        "parameters": parameters,
+        "responses": {"200": ok, **_DASHBOARD_ERRORS},
+    }
+
+
+DASHBOARD_PATHS: dict[str, Any] = {
+    "/api/2/users": {
+        "get": _get(
+            "activeUsers",
+            "Active or new users per day, week (from Sunday) or month",
+            [
+                *_DAY_PARAMS,
+                {
+                    "name": "m",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["active", "new"]},
+                },
+                {
+                    "name": "i",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["1", "7", "30"]},
+                },
+                {
+                    "name": "g",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": list(GROUP_BYS)},
+                },
+            ],
+            _json("One series per group value (or one), one number per interval", _SERIES),
+        )
+    },
+    "/api/2/sessions/average": {
+        "get": _get(
+            "averageSessionLength",
+            "Average session length (seconds) per day of session start",
+            _DAY_PARAMS,
+            _json("One series, one number per day", _SERIES),
+        )
+    },
+    "/api/2/events/list": {
+        "get": _get(
+            "eventsList",
+            "The project's event types, with their events in the last 7 days",
+            [],
+            _json(
+                "`{data: [{id, value, name, display, totals, hidden, deleted, ...}]}`",
+                {"type": "object", "required": ["data"], "properties": {"data": {"type": "array"}}},
+            ),
+        )
+    },
+    "/api/2/annotations": {
+        "get": _get(
+            "listAnnotations",
+            "The project's chart annotations",
+            [],
+            _json(
+                "`{data: [annotation]}`",
+                {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {"data": {"type": "array", "items": _ANNOTATION}},
+                },
+            ),
+        ),
+        "post": {
+            **_get(
+                "createAnnotation",
+                "Annotate a date (fields in the query string or a form body)",
+                [
+                    {"name": name, "in": "query", "required": False, "schema": schema}
+                    for name, schema in _ANNOTATION_FIELDS["properties"].items()  # type: ignore[attr-defined]
+                ],
+                _json(
+                    "`{annotation, success: true}`",
+                    {
+                        "type": "object",
+                        "required": ["annotation", "success"],
+                        "properties": {"annotation": _ANNOTATION, "success": {"type": "boolean"}},
+                    },
+                ),
+            ),
+            "requestBody": {
+                "required": False,
+                "content": {"application/x-www-form-urlencoded": {"schema": _ANNOTATION_FIELDS}},
+            },
+        },
+    },
+    "/api/3/cohorts": {
+        "get": _get(
+            "listCohorts",
+            "Behavioral cohorts (swell has none: always an empty list)",
+            [],
+            _json(
+                "`{cohorts: []}`",
+                {
+                    "type": "object",
+                    "required": ["cohorts"],
+                    "properties": {"cohorts": {"type": "array", "maxItems": 0}},
+                },
+            ),
+        )
+    },
+}
+
+
 def document(extra_paths: dict[str, Any]) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "swell",
             "version": __version__,
-            "description": "Amplitude-compatible ingestion, Export and DSAR APIs.",
+            "description": "Amplitude-compatible ingestion, Export, Dashboard REST and DSAR APIs.",
         },
-        "paths": {**INGEST_PATHS, **EXPORT_PATHS, **extra_paths},
+        "paths": {**INGEST_PATHS, **EXPORT_PATHS, **DASHBOARD_PATHS, **extra_paths},
         "components": {
             "securitySchemes": {
                 "basicAuth": {
                     "type": "http",
                     "scheme": "basic",
-                    "description": "Export: project api_key:secret_key. DSAR: org keys.",
+                    "description": (
+                        "Export and Dashboard: project api_key:secret_key. DSAR: org keys."
+                    ),
                 }
             }
         },

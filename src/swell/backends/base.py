@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from swell.model import (
+    Annotation,
     BlobInfo,
     Charge,
     DedupChunk,
@@ -36,6 +37,7 @@ from swell.model import (
     Part,
     Principal,
     ProjectInfo,
+    Rollup,
     StateChanges,
     StateSnapshot,
     UserBlocks,
@@ -126,11 +128,16 @@ class KeyStore(Protocol):
 
 class Catalog(Protocol):
     async def add_part(
-        self, part: Part, entries: Sequence[IndexEntry], import_keys: Sequence[int] = ()
+        self,
+        part: Part,
+        entries: Sequence[IndexEntry],
+        import_keys: Sequence[int] = (),
+        *,
+        rollup: Rollup | None = None,
     ) -> None:
-        """Record a sealed part, its user-index entries and the keys of the imported records it
-        holds, in one transaction. Raises AlreadyExists (and changes nothing) if
-        (project, hour, seq) is already recorded."""
+        """Record a sealed part, its user-index entries, the keys of the imported records it
+        holds and what it adds to the per-day rollups (``Rollups``), in one transaction. Raises
+        AlreadyExists (and changes nothing) if (project, hour, seq) is already recorded."""
         ...
 
     async def import_keys(self, project_id: int, hour: int) -> set[int]:
@@ -330,7 +337,62 @@ class DsarStore(JobQueue, Protocol):
     async def mark_dsar_purged(self, request_id: int) -> None: ...
 
 
-class Metadata(KeyStore, Catalog, UserIndex, IdentityStore, BudgetStore, DsarStore, Protocol):
+# -- dashboard rollups -----------------------------------------------------------------------------
+
+
+class Rollups(Protocol):
+    """Per-day rollups of sealed parts (written by ``Catalog.add_part``) and chart annotations:
+    what the Dashboard REST endpoints read. Days are day numbers (swell.rollups.day_number)."""
+
+    async def count_users(
+        self,
+        project_id: int,
+        buckets: Sequence[tuple[int, int]],
+        *,
+        new: bool = False,
+        group_by: str | None = None,
+    ) -> list[dict[str, int]]:
+        """For each bucket (first day, last day), the distinct users active in it (``new``:
+        whose first day seen is in it), exactly; with ``group_by`` (a swell.rollups.GROUP_BYS
+        name) per value of it, else under the key "". Values with no user are absent."""
+        ...
+
+    async def session_totals(
+        self, project_id: int, first_day: int, last_day: int
+    ) -> dict[int, tuple[int, int]]:
+        """Per day: (sessions started that day, their total length in ms). A session is one
+        (amplitude_id, session_id); its length is its last event time minus its first."""
+        ...
+
+    async def event_type_totals(
+        self, project_id: int, first_day: int, last_day: int
+    ) -> dict[str, int]:
+        """Every event type the project has ever had, with its events in the day range."""
+        ...
+
+    async def forget_user_rollups(
+        self,
+        project_id: int,
+        amplitude_ids: Sequence[int],
+        event_counts: Sequence[tuple[int, str, int]] = (),
+    ) -> None:
+        """Remove users from the rollups, in one transaction: their active days, group
+        values, first days and sessions go; ``event_counts`` ((day, event_type, events) of the
+        events removed with them) is subtracted from the event totals."""
+        ...
+
+    async def add_annotation(
+        self, project_id: int, date: str, label: str, details: str, chart_id: str | None
+    ) -> Annotation: ...
+
+    async def annotations(self, project_id: int) -> list[Annotation]:
+        """The project's annotations, by date then id."""
+        ...
+
+
+class Metadata(
+    KeyStore, Catalog, UserIndex, IdentityStore, BudgetStore, DsarStore, Rollups, Protocol
+):
     """Everything a metadata backend implements. Callers ask for the narrowest protocol."""
 
     async def aclose(self) -> None: ...

@@ -32,6 +32,7 @@ from swell.errors import (
 from swell.model import (
     FIRST_AMPLITUDE_ID,
     HOUR_MS,
+    Annotation,
     BlobInfo,
     Charge,
     DedupChunk,
@@ -42,12 +43,14 @@ from swell.model import (
     Part,
     Principal,
     ProjectInfo,
+    Rollup,
     StateChanges,
     StateSnapshot,
     UserBlocks,
     rewrite_key,
 )
 from swell.ratelimit import decide
+from swell.rollups import DAY_MS
 
 if TYPE_CHECKING:
     from swell.backends.base import BlobStore, Metadata
@@ -108,6 +111,13 @@ class _MetaState:
     doomed: dict[str, float] = field(default_factory=dict)
     #: doomed keys a sweep has taken (never spared)
     taken: set[str] = field(default_factory=set)
+    # -- dashboard rollups
+    user_days: set[tuple[int, int, int]] = field(default_factory=set)
+    user_groups: set[tuple[int, str, int, str, int]] = field(default_factory=set)
+    first_days: dict[tuple[int, int], int] = field(default_factory=dict)
+    sessions: dict[tuple[int, int, int], tuple[int, int]] = field(default_factory=dict)
+    event_types: dict[tuple[int, int, str], int] = field(default_factory=dict)
+    annotations: list[Annotation] = field(default_factory=list)
 
 
 _META: dict[str, _MetaState] = {}
@@ -224,7 +234,12 @@ class MemoryMetadata:
     # -- catalog and user index -----------------------------------------------------------------
 
     async def add_part(
-        self, part: Part, entries: Sequence[IndexEntry], import_keys: Sequence[int] = ()
+        self,
+        part: Part,
+        entries: Sequence[IndexEntry],
+        import_keys: Sequence[int] = (),
+        *,
+        rollup: Rollup | None = None,
     ) -> None:
         s = self._state()
         parts = s.parts.setdefault(part.project_id, {})
@@ -238,6 +253,8 @@ class MemoryMetadata:
             where[(part.hour, part.seq)] = (e.blocks, e.events)
             if e.user_id:
                 s.links.setdefault((part.project_id, e.user_id), set()).add(e.amplitude_id)
+        if rollup:
+            self._write_rollup(part.project_id, rollup)
 
     async def parts(self, project_id: int, start_hour: int, end_hour: int) -> list[Part]:
         found = self._state().parts.get(project_id, {})
@@ -593,6 +610,104 @@ class MemoryMetadata:
                         sealed.add((hour, owner))
         found = sorted(k for k, n in counts.items() if n >= min_parts and k in sealed)[:limit]
         return [(project_id, hour) for hour, project_id in found]
+
+    # -- dashboard rollups -------------------------------------------------------------------------
+
+    def _write_rollup(self, p: int, rollup: Rollup) -> None:
+        s = self._state()
+        s.user_days.update((p, d, a) for d, a in rollup.user_days)
+        s.user_groups.update((p, g, d, v, a) for d, g, v, a in rollup.user_groups)
+        for a, d in rollup.first_days:
+            s.first_days[(p, a)] = min(d, s.first_days.get((p, a), d))
+        for a, sid, lo, hi in rollup.sessions:
+            old = s.sessions.get((p, a, sid))
+            if old is not None:
+                lo, hi = min(lo, old[0]), max(hi, old[1])
+            s.sessions[(p, a, sid)] = (lo, hi)
+        for d, t, n in rollup.event_counts:
+            s.event_types[(p, d, t)] = s.event_types.get((p, d, t), 0) + n
+
+    async def count_users(
+        self,
+        project_id: int,
+        buckets: Sequence[tuple[int, int]],
+        *,
+        new: bool = False,
+        group_by: str | None = None,
+    ) -> list[dict[str, int]]:
+        s = self._state()
+        out: list[dict[str, int]] = []
+        for lo, hi in buckets:
+            users: dict[str, set[int]] = {}
+            if group_by is None:
+                for p, d, a in s.user_days:
+                    if p == project_id and lo <= d <= hi:
+                        users.setdefault("", set()).add(a)
+            else:
+                for p, g, d, v, a in s.user_groups:
+                    if (
+                        p == project_id
+                        and g == group_by
+                        and lo <= d <= hi
+                        and (not new or s.first_days.get((p, a)) == d)
+                    ):
+                        users.setdefault(v, set()).add(a)
+            if new and group_by is None:
+                firsts = s.first_days.items()
+                users = {"": {a for (p, a), d in firsts if p == project_id and lo <= d <= hi}}
+            out.append({k: len(v) for k, v in users.items() if v})
+        return out
+
+    async def session_totals(
+        self, project_id: int, first_day: int, last_day: int
+    ) -> dict[int, tuple[int, int]]:
+        out: dict[int, tuple[int, int]] = {}
+        for (p, _, _), (lo, hi) in self._state().sessions.items():
+            day = lo // DAY_MS
+            if p == project_id and first_day <= day <= last_day:
+                n, total = out.get(day, (0, 0))
+                out[day] = (n + 1, total + hi - lo)
+        return out
+
+    async def event_type_totals(
+        self, project_id: int, first_day: int, last_day: int
+    ) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (p, d, t), n in self._state().event_types.items():
+            if p == project_id:
+                out[t] = out.get(t, 0) + (n if first_day <= d <= last_day else 0)
+        return out
+
+    async def forget_user_rollups(
+        self,
+        project_id: int,
+        amplitude_ids: Sequence[int],
+        event_counts: Sequence[tuple[int, str, int]] = (),
+    ) -> None:
+        s = self._state()
+        gone = set(amplitude_ids)
+        s.user_days = {r for r in s.user_days if not (r[0] == project_id and r[2] in gone)}
+        s.user_groups = {r for r in s.user_groups if not (r[0] == project_id and r[4] in gone)}
+        for a in gone:
+            s.first_days.pop((project_id, a), None)
+        for session in [k for k in s.sessions if k[0] == project_id and k[1] in gone]:
+            del s.sessions[session]
+        for d, t, n in event_counts:
+            counted = (project_id, d, t)
+            if counted in s.event_types:
+                s.event_types[counted] = max(0, s.event_types[counted] - n)
+
+    async def add_annotation(
+        self, project_id: int, date: str, label: str, details: str, chart_id: str | None
+    ) -> Annotation:
+        s = self._state()
+        made = Annotation(len(s.annotations) + 1, project_id, date, label, details, chart_id)
+        s.annotations.append(made)
+        return made
+
+    async def annotations(self, project_id: int) -> list[Annotation]:
+        found = [a for a in self._state().annotations if a.project_id == project_id]
+        return sorted(found, key=lambda a: (a.date, a.id))
 
 
 def _loads(blob: bytes) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from swell.errors import AlreadyExists, ConfigError, Conflict, MetadataUnavailab
 from swell.model import (
     FIRST_AMPLITUDE_ID,
     HOUR_MS,
+    Annotation,
     Charge,
     DedupChunk,
     DsarRequest,
@@ -61,6 +62,7 @@ from swell.model import (
     Part,
     Principal,
     ProjectInfo,
+    Rollup,
     StateChanges,
     StateSnapshot,
     UserBlocks,
@@ -69,6 +71,7 @@ from swell.model import (
     rewrite_key,
 )
 from swell.ratelimit import decide
+from swell.rollups import DAY_MS, sum_into_buckets
 
 if TYPE_CHECKING:
     from swell.backends.base import Metadata
@@ -195,6 +198,15 @@ def _pack_keys(keys: Iterable[int]) -> bytes:
     if sys.byteorder != "little":
         packed.byteswap()
     return packed.tobytes()
+
+
+def _event_counts(project: int, counts: Sequence[tuple[int, str, int]]) -> dict[str, Any]:
+    return {
+        "project_id": project,
+        "days": [d for d, _, _ in counts],
+        "event_types": [_key(t) for _, t, _ in counts],
+        "events": [n for _, _, n in counts],
+    }
 
 
 def describe_url(url: str) -> str:
@@ -513,7 +525,12 @@ class PostgresMetadata(ClusterMixin):
     # -- catalog and user index -----------------------------------------------------------------
 
     async def add_part(
-        self, part: Part, entries: Sequence[IndexEntry], import_keys: Sequence[int] = ()
+        self,
+        part: Part,
+        entries: Sequence[IndexEntry],
+        import_keys: Sequence[int] = (),
+        *,
+        rollup: Rollup | None = None,
     ) -> None:
         await self._ensure_partition("user_blocks", *_month_partition(part.hour))
         links = sorted({(_key(e.user_id), e.amplitude_id) for e in entries if e.user_id})
@@ -566,6 +583,8 @@ class PostgresMetadata(ClusterMixin):
                         "keys": _pack(import_keys),
                     },
                 )
+            if rollup:
+                await self._write_rollup(cur, part.project_id, rollup)
 
         await self._call(run)
 
@@ -1113,6 +1132,180 @@ class PostgresMetadata(ClusterMixin):
                 },
             )
             return [(r[0], r[1]) for r in await cur.fetchall()]
+
+        return await self._call(run, transaction=False)
+
+    # -- dashboard rollups -------------------------------------------------------------------------
+
+    @staticmethod
+    async def _write_rollup(cur: Cursor, project: int, rollup: Rollup) -> None:
+        if rollup.user_days:
+            await cur.execute(
+                Q["insert_rollup_user_days"],
+                {
+                    "project_id": project,
+                    "days": [d for d, _ in rollup.user_days],
+                    "amplitude_ids": [a for _, a in rollup.user_days],
+                },
+            )
+        if rollup.user_groups:
+            await cur.execute(
+                Q["insert_rollup_user_groups"],
+                {
+                    "project_id": project,
+                    "days": [r[0] for r in rollup.user_groups],
+                    "group_bys": [r[1] for r in rollup.user_groups],
+                    "values": [_key(r[2]) for r in rollup.user_groups],
+                    "amplitude_ids": [r[3] for r in rollup.user_groups],
+                },
+            )
+        if rollup.first_days:
+            await cur.execute(
+                Q["upsert_rollup_first_days"],
+                {
+                    "project_id": project,
+                    "amplitude_ids": [a for a, _ in rollup.first_days],
+                    "days": [d for _, d in rollup.first_days],
+                },
+            )
+        if rollup.sessions:
+            await cur.execute(
+                Q["upsert_rollup_sessions"],
+                {
+                    "project_id": project,
+                    "amplitude_ids": [r[0] for r in rollup.sessions],
+                    "session_ids": [r[1] for r in rollup.sessions],
+                    "firsts": [r[2] for r in rollup.sessions],
+                    "lasts": [r[3] for r in rollup.sessions],
+                },
+            )
+        if rollup.event_counts:
+            await cur.execute(
+                Q["upsert_rollup_event_types"], _event_counts(project, rollup.event_counts)
+            )
+
+    async def count_users(
+        self,
+        project_id: int,
+        buckets: Sequence[tuple[int, int]],
+        *,
+        new: bool = False,
+        group_by: str | None = None,
+    ) -> list[dict[str, int]]:
+        if not buckets:
+            return []
+        per_day = new or all(lo == hi for lo, hi in buckets)
+        args: dict[str, Any] = {
+            "project_id": project_id,
+            "group_by": group_by,
+            "first": buckets[0][0],
+            "last": buckets[-1][1],
+        }
+
+        async def run(cur: Cursor) -> list[dict[str, int]]:
+            if not per_day:
+                out: list[dict[str, int]] = []
+                for lo, hi in buckets:
+                    one = {**args, "first": lo, "last": hi}
+                    if group_by is None:
+                        await cur.execute(Q["active_users_in_range"], one)
+                        row = await cur.fetchone()
+                        n = int(row[0]) if row else 0
+                        out.append({"": n} if n else {})
+                    else:
+                        await cur.execute(Q["active_group_users_in_range"], one)
+                        out.append({_text(v): int(n) for v, n in await cur.fetchall()})
+                return out
+            if group_by is None:
+                await cur.execute(Q["new_users_per_day" if new else "active_users_per_day"], args)
+                days = [(int(d), "", int(n)) for d, n in await cur.fetchall()]
+            else:
+                query = "new_group_users_per_day" if new else "active_group_users_per_day"
+                await cur.execute(Q[query], args)
+                days = [(int(d), _text(v), int(n)) for d, v, n in await cur.fetchall()]
+            return sum_into_buckets(buckets, days)
+
+        return await self._call(run, transaction=False)
+
+    async def session_totals(
+        self, project_id: int, first_day: int, last_day: int
+    ) -> dict[int, tuple[int, int]]:
+        async def run(cur: Cursor) -> dict[int, tuple[int, int]]:
+            await cur.execute(
+                Q["session_totals"],
+                {
+                    "project_id": project_id,
+                    "start_ms": first_day * DAY_MS,
+                    "end_ms": (last_day + 1) * DAY_MS,
+                },
+            )
+            return {int(d): (int(n), int(t)) for d, n, t in await cur.fetchall()}
+
+        return await self._call(run, transaction=False)
+
+    async def event_type_totals(
+        self, project_id: int, first_day: int, last_day: int
+    ) -> dict[str, int]:
+        async def run(cur: Cursor) -> dict[str, int]:
+            await cur.execute(
+                Q["event_type_totals"],
+                {"project_id": project_id, "first": first_day, "last": last_day},
+            )
+            return {_text(t): int(n) for t, n in await cur.fetchall()}
+
+        return await self._call(run, transaction=False)
+
+    async def forget_user_rollups(
+        self,
+        project_id: int,
+        amplitude_ids: Sequence[int],
+        event_counts: Sequence[tuple[int, str, int]] = (),
+    ) -> None:
+        ids = {"project_id": project_id, "amplitude_ids": sorted(set(amplitude_ids))}
+
+        async def run(cur: Cursor) -> None:
+            for name in (
+                "delete_rollup_user_days",
+                "delete_rollup_user_groups",
+                "delete_rollup_first_days",
+                "delete_rollup_sessions",
+            ):
+                await cur.execute(Q[name], ids)
+            if event_counts:
+                await cur.execute(
+                    Q["subtract_rollup_event_types"], _event_counts(project_id, event_counts)
+                )
+
+        await self._call(run)
+
+    async def add_annotation(
+        self, project_id: int, date: str, label: str, details: str, chart_id: str | None
+    ) -> Annotation:
+        async def run(cur: Cursor) -> Annotation:
+            await cur.execute(
+                Q["insert_annotation"],
+                {
+                    "project_id": project_id,
+                    "date": date,
+                    "label": label,
+                    "details": details,
+                    "chart_id": chart_id,
+                },
+            )
+            row = await cur.fetchone()
+            if row is None:  # pragma: no cover - RETURNING always gives the row
+                raise MetadataUnavailable("metadata store returned no annotation id")
+            return Annotation(int(row[0]), project_id, date, label, details, chart_id)
+
+        return await self._call(run)
+
+    async def annotations(self, project_id: int) -> list[Annotation]:
+        async def run(cur: Cursor) -> list[Annotation]:
+            await cur.execute(Q["annotations"], {"project_id": project_id})
+            return [
+                Annotation(int(i), int(p), d, label, details, chart)
+                for i, p, d, label, details, chart in await cur.fetchall()
+            ]
 
         return await self._call(run, transaction=False)
 

@@ -27,6 +27,7 @@ from swell.backends.queries import load_migrations, load_queries
 from swell.errors import AlreadyExists, Conflict, MetadataUnavailable, NotFound
 from swell.model import (
     FIRST_AMPLITUDE_ID,
+    Annotation,
     Charge,
     DsarRequest,
     IndexEntry,
@@ -35,12 +36,14 @@ from swell.model import (
     Part,
     Principal,
     ProjectInfo,
+    Rollup,
     StateChanges,
     StateSnapshot,
     UserBlocks,
     hour_start,
 )
 from swell.ratelimit import decide
+from swell.rollups import DAY_MS, sum_into_buckets
 
 if TYPE_CHECKING:
     from swell.backends.base import Metadata
@@ -261,7 +264,12 @@ class SQLiteMetadata:
     # -- catalog and user index -----------------------------------------------------------------
 
     async def add_part(
-        self, part: Part, entries: Sequence[IndexEntry], import_keys: Sequence[int] = ()
+        self,
+        part: Part,
+        entries: Sequence[IndexEntry],
+        import_keys: Sequence[int] = (),
+        *,
+        rollup: Rollup | None = None,
     ) -> None:
         table = _month_table(part.hour)
         blocks_rows = [
@@ -297,6 +305,8 @@ class SQLiteMetadata:
                         Q["insert_import_keys"],
                         (part.project_id, part.hour, part.seq, _pack(import_keys)),
                     )
+                if rollup:
+                    self._write_rollup(db, part.project_id, rollup)
             self._month_tables.add(table)  # only once committed: a rollback undoes the CREATE
 
         await self._run(run)
@@ -829,6 +839,137 @@ class SQLiteMetadata:
             with self._read() as db:
                 rows = db.execute(Q["crowded_hours"], params).fetchall()
             return [(r[0], r[1]) for r in rows]
+
+        return await self._run(run)
+
+    # -- dashboard rollups -------------------------------------------------------------------------
+
+    @staticmethod
+    def _write_rollup(db: sqlite3.Connection, project: int, rollup: Rollup) -> None:
+        db.executemany(Q["insert_rollup_user_days"], [(project, d, a) for d, a in rollup.user_days])
+        db.executemany(
+            Q["insert_rollup_user_groups"],
+            [(project, g, d, v, a) for d, g, v, a in rollup.user_groups],
+        )
+        db.executemany(
+            Q["upsert_rollup_first_days"], [(project, a, d) for a, d in rollup.first_days]
+        )
+        db.executemany(Q["upsert_rollup_sessions"], [(project, *s) for s in rollup.sessions])
+        db.executemany(Q["upsert_rollup_event_types"], [(project, *e) for e in rollup.event_counts])
+
+    async def count_users(
+        self,
+        project_id: int,
+        buckets: Sequence[tuple[int, int]],
+        *,
+        new: bool = False,
+        group_by: str | None = None,
+    ) -> list[dict[str, int]]:
+        if not buckets:
+            return []
+        first, last = buckets[0][0], buckets[-1][1]
+        per_day = new or all(lo == hi for lo, hi in buckets)
+
+        def run() -> list[dict[str, int]]:
+            with self._read() as db:
+                if not per_day:
+                    out: list[dict[str, int]] = []
+                    for lo, hi in buckets:
+                        if group_by is None:
+                            (n,) = db.execute(
+                                Q["active_users_in_range"], (project_id, lo, hi)
+                            ).fetchone()
+                            out.append({"": n} if n else {})
+                        else:
+                            rows = db.execute(
+                                Q["active_group_users_in_range"], (project_id, group_by, lo, hi)
+                            ).fetchall()
+                            out.append(dict(rows))
+                    return out
+                if group_by is None:
+                    query = "new_users_per_day" if new else "active_users_per_day"
+                    days = [
+                        (d, "", n)
+                        for d, n in db.execute(Q[query], (project_id, first, last)).fetchall()
+                    ]
+                elif new:
+                    days = db.execute(
+                        Q["new_group_users_per_day"], (group_by, project_id, first, last)
+                    ).fetchall()
+                else:
+                    days = db.execute(
+                        Q["active_group_users_per_day"], (project_id, group_by, first, last)
+                    ).fetchall()
+            return sum_into_buckets(buckets, days)
+
+        return await self._run(run)
+
+    async def session_totals(
+        self, project_id: int, first_day: int, last_day: int
+    ) -> dict[int, tuple[int, int]]:
+        def run() -> dict[int, tuple[int, int]]:
+            with self._read() as db:
+                rows = db.execute(
+                    Q["session_totals"],
+                    (project_id, first_day * DAY_MS, (last_day + 1) * DAY_MS),
+                ).fetchall()
+            return {day: (n, total) for day, n, total in rows}
+
+        return await self._run(run)
+
+    async def event_type_totals(
+        self, project_id: int, first_day: int, last_day: int
+    ) -> dict[str, int]:
+        def run() -> dict[str, int]:
+            with self._read() as db:
+                rows = db.execute(
+                    Q["event_type_totals"], (first_day, last_day, project_id)
+                ).fetchall()
+            return dict(rows)
+
+        return await self._run(run)
+
+    async def forget_user_rollups(
+        self,
+        project_id: int,
+        amplitude_ids: Sequence[int],
+        event_counts: Sequence[tuple[int, str, int]] = (),
+    ) -> None:
+        ids = [(project_id, a) for a in sorted(set(amplitude_ids))]
+
+        def run() -> None:
+            with self._tx() as db:
+                for name in (
+                    "delete_rollup_user_days",
+                    "delete_rollup_user_groups",
+                    "delete_rollup_first_days",
+                    "delete_rollup_sessions",
+                ):
+                    db.executemany(Q[name], ids)
+                db.executemany(
+                    Q["subtract_rollup_event_types"],
+                    [(n, project_id, d, t) for d, t, n in event_counts],
+                )
+
+        await self._run(run)
+
+    async def add_annotation(
+        self, project_id: int, date: str, label: str, details: str, chart_id: str | None
+    ) -> Annotation:
+        def run() -> Annotation:
+            with self._tx() as db:
+                cur = db.execute(
+                    Q["insert_annotation"], (project_id, date, label, details, chart_id)
+                )
+            return Annotation(cur.lastrowid or 0, project_id, date, label, details, chart_id)
+
+        return await self._run(run)
+
+    async def annotations(self, project_id: int) -> list[Annotation]:
+        def run() -> list[Annotation]:
+            with self._read() as db:
+                rows = db.execute(Q["annotations"], (project_id,)).fetchall()
+            return [Annotation(*row) for row in rows]
 
         return await self._run(run)
 

@@ -513,3 +513,110 @@ SELECT project_id, hour FROM parts
 WHERE hour < %(before_hour)s AND (%(project_id)s::bigint IS NULL OR project_id = %(project_id)s)
 GROUP BY project_id, hour HAVING count(*) >= %(min_parts)s AND min(gen) = 0
 ORDER BY hour, project_id LIMIT %(limit)s
+-- -- dashboard rollups ------------------------------------------------------------------------
+
+-- name: insert_rollup_user_days
+INSERT INTO rollup_user_days (project_id, day, amplitude_id)
+SELECT %(project_id)s, t.day, t.amplitude_id
+FROM unnest(%(days)s::integer[], %(amplitude_ids)s::bigint[]) AS t(day, amplitude_id)
+ON CONFLICT DO NOTHING
+
+-- name: insert_rollup_user_groups
+INSERT INTO rollup_user_groups (project_id, group_by, day, value, amplitude_id)
+SELECT %(project_id)s, t.group_by, t.day, t.value, t.amplitude_id
+FROM unnest(%(group_bys)s::text[], %(days)s::integer[], %(values)s::bytea[],
+            %(amplitude_ids)s::bigint[]) AS t(group_by, day, value, amplitude_id)
+ON CONFLICT DO NOTHING
+
+-- name: upsert_rollup_first_days
+INSERT INTO rollup_first_days AS f (project_id, amplitude_id, day)
+SELECT %(project_id)s, t.amplitude_id, t.day
+FROM unnest(%(amplitude_ids)s::bigint[], %(days)s::integer[]) AS t(amplitude_id, day)
+ON CONFLICT (project_id, amplitude_id) DO UPDATE SET day = least(f.day, excluded.day)
+
+-- name: upsert_rollup_sessions
+INSERT INTO rollup_sessions AS s (project_id, amplitude_id, session_id, first_ms, last_ms)
+SELECT %(project_id)s, t.amplitude_id, t.session_id, t.first_ms, t.last_ms
+FROM unnest(%(amplitude_ids)s::bigint[], %(session_ids)s::bigint[], %(firsts)s::bigint[],
+            %(lasts)s::bigint[]) AS t(amplitude_id, session_id, first_ms, last_ms)
+ON CONFLICT (project_id, amplitude_id, session_id) DO UPDATE
+SET first_ms = least(s.first_ms, excluded.first_ms), last_ms = greatest(s.last_ms, excluded.last_ms)
+
+-- name: upsert_rollup_event_types
+INSERT INTO rollup_event_types AS e (project_id, day, event_type, events)
+SELECT %(project_id)s, t.day, t.event_type, t.events
+FROM unnest(%(days)s::integer[], %(event_types)s::bytea[], %(events)s::bigint[])
+     AS t(day, event_type, events)
+ON CONFLICT (project_id, day, event_type) DO UPDATE SET events = e.events + excluded.events
+
+-- name: active_users_per_day
+SELECT day, count(*) FROM rollup_user_days
+WHERE project_id = %(project_id)s AND day BETWEEN %(first)s AND %(last)s GROUP BY day
+
+-- name: active_users_in_range
+SELECT count(DISTINCT amplitude_id) FROM rollup_user_days
+WHERE project_id = %(project_id)s AND day BETWEEN %(first)s AND %(last)s
+
+-- name: active_group_users_per_day
+SELECT day, value, count(*) FROM rollup_user_groups
+WHERE project_id = %(project_id)s AND group_by = %(group_by)s
+  AND day BETWEEN %(first)s AND %(last)s
+GROUP BY day, value
+
+-- name: active_group_users_in_range
+SELECT value, count(DISTINCT amplitude_id) FROM rollup_user_groups
+WHERE project_id = %(project_id)s AND group_by = %(group_by)s
+  AND day BETWEEN %(first)s AND %(last)s
+GROUP BY value
+
+-- name: new_users_per_day
+SELECT day, count(*) FROM rollup_first_days
+WHERE project_id = %(project_id)s AND day BETWEEN %(first)s AND %(last)s GROUP BY day
+
+-- name: new_group_users_per_day
+SELECT f.day, g.value, count(*) FROM rollup_first_days f
+JOIN rollup_user_groups g ON g.project_id = f.project_id AND g.group_by = %(group_by)s
+                         AND g.day = f.day AND g.amplitude_id = f.amplitude_id
+WHERE f.project_id = %(project_id)s AND f.day BETWEEN %(first)s AND %(last)s
+GROUP BY f.day, g.value
+
+-- name: session_totals
+SELECT (first_ms / 86400000)::integer, count(*), sum(last_ms - first_ms)::bigint
+FROM rollup_sessions
+WHERE project_id = %(project_id)s AND first_ms >= %(start_ms)s AND first_ms < %(end_ms)s
+GROUP BY 1
+
+-- name: event_type_totals
+SELECT event_type, sum(CASE WHEN day BETWEEN %(first)s AND %(last)s THEN events ELSE 0 END)::bigint
+FROM rollup_event_types WHERE project_id = %(project_id)s GROUP BY event_type
+
+-- name: subtract_rollup_event_types
+UPDATE rollup_event_types AS e SET events = greatest(0, e.events - t.events)
+FROM unnest(%(days)s::integer[], %(event_types)s::bytea[], %(events)s::bigint[])
+     AS t(day, event_type, events)
+WHERE e.project_id = %(project_id)s AND e.day = t.day AND e.event_type = t.event_type
+
+-- name: delete_rollup_user_days
+DELETE FROM rollup_user_days
+WHERE project_id = %(project_id)s AND amplitude_id = ANY(%(amplitude_ids)s::bigint[])
+
+-- name: delete_rollup_user_groups
+DELETE FROM rollup_user_groups
+WHERE project_id = %(project_id)s AND amplitude_id = ANY(%(amplitude_ids)s::bigint[])
+
+-- name: delete_rollup_first_days
+DELETE FROM rollup_first_days
+WHERE project_id = %(project_id)s AND amplitude_id = ANY(%(amplitude_ids)s::bigint[])
+
+-- name: delete_rollup_sessions
+DELETE FROM rollup_sessions
+WHERE project_id = %(project_id)s AND amplitude_id = ANY(%(amplitude_ids)s::bigint[])
+
+-- name: insert_annotation
+INSERT INTO annotations (project_id, date, label, details, chart_id)
+VALUES (%(project_id)s, %(date)s, %(label)s, %(details)s, %(chart_id)s)
+RETURNING id
+
+-- name: annotations
+SELECT id, project_id, date, label, details, chart_id FROM annotations
+WHERE project_id = %(project_id)s ORDER BY date, id

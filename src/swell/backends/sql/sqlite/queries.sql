@@ -316,3 +316,80 @@ DELETE FROM import_keys WHERE project_id = ? AND hour = ? AND seq = ?
 -- name: crowded_hours
 SELECT project_id, hour FROM parts WHERE hour < ? AND (? IS NULL OR project_id = ?)
 GROUP BY project_id, hour HAVING COUNT(*) >= ? AND MIN(gen) = 0 ORDER BY hour, project_id LIMIT ?
+-- -- dashboard rollups ------------------------------------------------------------------------
+
+-- name: insert_rollup_user_days
+INSERT INTO rollup_user_days VALUES (?, ?, ?) ON CONFLICT DO NOTHING
+
+-- name: insert_rollup_user_groups
+INSERT INTO rollup_user_groups VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+
+-- name: upsert_rollup_first_days
+INSERT INTO rollup_first_days VALUES (?, ?, ?)
+ON CONFLICT DO UPDATE SET day = min(day, excluded.day)
+
+-- name: upsert_rollup_sessions
+INSERT INTO rollup_sessions VALUES (?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET first_ms = min(first_ms, excluded.first_ms),
+                          last_ms = max(last_ms, excluded.last_ms)
+
+-- name: upsert_rollup_event_types
+INSERT INTO rollup_event_types VALUES (?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET events = events + excluded.events
+
+-- name: active_users_per_day
+SELECT day, count(*) FROM rollup_user_days
+WHERE project_id = ? AND day BETWEEN ? AND ? GROUP BY day
+
+-- name: active_users_in_range
+SELECT count(DISTINCT amplitude_id) FROM rollup_user_days
+WHERE project_id = ? AND day BETWEEN ? AND ?
+
+-- name: active_group_users_per_day
+SELECT day, value, count(*) FROM rollup_user_groups
+WHERE project_id = ? AND group_by = ? AND day BETWEEN ? AND ? GROUP BY day, value
+
+-- name: active_group_users_in_range
+SELECT value, count(DISTINCT amplitude_id) FROM rollup_user_groups
+WHERE project_id = ? AND group_by = ? AND day BETWEEN ? AND ? GROUP BY value
+
+-- name: new_users_per_day
+SELECT day, count(*) FROM rollup_first_days
+WHERE project_id = ? AND day BETWEEN ? AND ? GROUP BY day
+
+-- name: new_group_users_per_day
+SELECT f.day, g.value, count(*) FROM rollup_first_days f
+JOIN rollup_user_groups g ON g.project_id = f.project_id AND g.group_by = ? AND g.day = f.day
+                         AND g.amplitude_id = f.amplitude_id
+WHERE f.project_id = ? AND f.day BETWEEN ? AND ? GROUP BY f.day, g.value
+
+-- name: session_totals
+SELECT first_ms / 86400000, count(*), sum(last_ms - first_ms) FROM rollup_sessions
+WHERE project_id = ? AND first_ms >= ? AND first_ms < ? GROUP BY first_ms / 86400000
+
+-- name: event_type_totals
+SELECT event_type, sum(CASE WHEN day BETWEEN ? AND ? THEN events ELSE 0 END)
+FROM rollup_event_types WHERE project_id = ? GROUP BY event_type
+
+-- name: subtract_rollup_event_types
+UPDATE rollup_event_types SET events = max(0, events - ?)
+WHERE project_id = ? AND day = ? AND event_type = ?
+
+-- name: delete_rollup_user_days
+DELETE FROM rollup_user_days WHERE project_id = ? AND amplitude_id = ?
+
+-- name: delete_rollup_user_groups
+DELETE FROM rollup_user_groups WHERE project_id = ? AND amplitude_id = ?
+
+-- name: delete_rollup_first_days
+DELETE FROM rollup_first_days WHERE project_id = ? AND amplitude_id = ?
+
+-- name: delete_rollup_sessions
+DELETE FROM rollup_sessions WHERE project_id = ? AND amplitude_id = ?
+
+-- name: insert_annotation
+INSERT INTO annotations (project_id, date, label, details, chart_id) VALUES (?, ?, ?, ?, ?)
+
+-- name: annotations
+SELECT id, project_id, date, label, details, chart_id FROM annotations
+WHERE project_id = ? ORDER BY date, id
