@@ -14,6 +14,8 @@ from swell.errors import ConfigError
 
 #: What a scale-out node runs (SWELL_ROLE).
 ROLES = frozenset({"all", "api", "worker"})
+#: How log lines are written (SWELL_LOG_FORMAT).
+LOG_FORMATS = frozenset({"text", "json"})
 
 
 def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None) -> Any:
@@ -179,6 +181,16 @@ class Settings:
         14_400, "DSAR budget per org per rolling hour (POST costs 8, GET costs 1)", min=8
     )
 
+    # -- operating: metrics and logs -------------------------------------------------------------
+    metrics_token: str = setting(
+        "",
+        "Bearer token /metrics requires (Authorization: Bearer ...); empty: /metrics is open",
+    )
+    metrics_enabled: bool = setting(
+        True, "Count requests, ingestion, seals and jobs for /metrics (off: /metrics answers 404)"
+    )
+    log_format: str = setting("text", "Log lines as text or json (one object per line)")
+
     def __post_init__(self) -> None:
         if self.metadata_pool_min_size > self.metadata_pool_max_size:
             raise ConfigError(
@@ -203,6 +215,10 @@ class Settings:
         if self.role not in ROLES:
             raise ConfigError(
                 f"SWELL_ROLE has value {self.role!r}. Expected one of {', '.join(sorted(ROLES))}."
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"SWELL_LOG_FORMAT has value {self.log_format!r}. Expected text or json."
             )
         if self.public_url:
             parsed = urlsplit(self.public_url)

@@ -507,6 +507,14 @@ class MemoryMetadata:
         if job is not None:
             job.status = "done"
 
+    # -- operating: job counts -------------------------------------------------------------------
+
+    async def job_counts(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for job in self._state().jobs.values():
+            counts[(job.kind, job.status)] = counts.get((job.kind, job.status), 0) + 1
+        return counts
+
 
 def _loads(blob: bytes) -> dict[str, Any]:
     value = orjson.loads(blob)

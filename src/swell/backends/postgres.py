@@ -980,6 +980,15 @@ class PostgresMetadata(ClusterMixin):
     async def complete_job(self, job_id: int) -> None:
         await self._update("complete_job", {"id": job_id})
 
+    # -- operating: job counts -------------------------------------------------------------------
+
+    async def job_counts(self) -> dict[tuple[str, str], int]:
+        async def run(cur: Cursor) -> dict[tuple[str, str], int]:
+            await cur.execute(Q["job_counts"], {})
+            return {(kind, status): count for kind, status, count in await cur.fetchall()}
+
+        return await self._call(run, transaction=False)
+
 
 if TYPE_CHECKING:
     _: type[Metadata] = PostgresMetadata

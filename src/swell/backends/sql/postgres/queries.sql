@@ -465,3 +465,7 @@ CREATE TABLE IF NOT EXISTS {partition} PARTITION OF inbox FOR VALUES FROM ({star
 -- name: delete_consumed_default_rows
 DELETE FROM inbox_default i USING project_positions p
 WHERE i.project_id = p.project_id AND i.seq <= p.inbox_pos
+
+-- name: job_counts
+-- How many jobs there are of each kind and status (/metrics, swell status).
+SELECT kind, status, count(*) FROM jobs GROUP BY kind, status

@@ -278,3 +278,7 @@ UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL, last_error
 
 -- name: complete_job
 UPDATE jobs SET status = 'done' WHERE id = ?
+
+-- name: job_counts
+-- How many jobs there are of each kind and status (/metrics, swell status).
+SELECT kind, status, count(*) FROM jobs GROUP BY kind, status
