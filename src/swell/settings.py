@@ -190,6 +190,7 @@ class Settings:
         True, "Count requests, ingestion, seals and jobs for /metrics (off: /metrics answers 404)"
     )
     log_format: str = setting("text", "Log lines as text or json (one object per line)")
+    access_log: bool = setting(True, "Log one line per HTTP request (logger swell.access)")
 
     def __post_init__(self) -> None:
         if self.metadata_pool_min_size > self.metadata_pool_max_size:

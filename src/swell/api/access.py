@@ -43,9 +43,10 @@ def route_of(scope: Scope) -> str:
 class AccessLog:
     """Outermost middleware: it sees every answer, the 503s of ConcurrencyLimit included."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None, log: bool = True) -> None:
         self.app = app
         self.metrics = metrics
+        self.log = log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,7 +79,7 @@ class AccessLog:
             self.metrics.request_seconds.labels(route).observe(seconds)
             if route == _EXPORT_ROUTE and subject is not None and sent:
                 self.metrics.export_bytes.labels(str(subject[1])).inc(sent)
-        if logger.isEnabledFor(logging.INFO):
+        if self.log and logger.isEnabledFor(logging.INFO):
             extra: dict[str, Any] = {
                 "method": method,
                 "route": route,

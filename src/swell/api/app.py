@@ -52,6 +52,12 @@ def create_app(
             await dsar.stop(app)
             await front.aclose()
 
+    # One access-log line and the request metrics per request (swell.api.access), outermost.
+    access = (
+        [Middleware(AccessLog, metrics=meters, log=settings.access_log)]
+        if meters is not None or settings.access_log
+        else []
+    )
     return Starlette(
         routes=[
             *health.routes,
@@ -63,8 +69,7 @@ def create_app(
         ],
         lifespan=lifespan,
         middleware=[
-            # One access-log line and the request metrics per request (swell.api.access).
-            Middleware(AccessLog, metrics=meters),
+            *access,
             # Beyond this many requests in progress, 503 at once (swell.api.server).
             Middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests),
             # Browser SDKs post events cross-origin, as they do to Amplitude.
