@@ -10,7 +10,12 @@ after a pass, once the server is idle again, so work a pass triggers, such as se
 wall events/s, request latency p50/p99. One warm-up pass, then the median of the timed passes.
 Every swell pass sends fresh insert_ids, so no event is dropped as a duplicate.
 
-    .venv/bin/python bench/bench_ingest.py [--quick]
+    .venv/bin/python bench/bench_ingest.py [--quick] [--instrumentation]
+
+``--instrumentation`` adds a third server, swell with SWELL_METRICS_ENABLED=false and
+SWELL_ACCESS_LOG=false on a copy of the same data directory, in the same alternation, and reports
+``instrumented_over_bare``: events per server CPU-second with /metrics and the access log over
+without.
 """
 
 from __future__ import annotations
@@ -374,7 +379,11 @@ def stage_costs(quick: bool = False) -> tuple[dict[str, float], dict[str, float]
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+#: The uninstrumented server of ``--instrumentation``: no metrics, no access log.
+BARE_ENV = {"SWELL_METRICS_ENABLED": "false", "SWELL_ACCESS_LOG": "false"}
+
+
+def run(quick: bool = False, instrumentation: bool = False) -> dict[str, Any]:
     per_pass = 10 if quick else 150
     timed = 3
     passes = 1 + timed
@@ -389,9 +398,17 @@ def run(quick: bool = False) -> dict[str, Any]:
             target=_client, args=(child, project["api_key"], passes, per_pass), daemon=True
         )
         client.start()
+        bare_dir = data_dir.parent / f"{data_dir.name}-bare"
+        if instrumentation:  # the same org and keys, its own data
+            shutil.copytree(data_dir, bare_dir)
         swell = swell_server(data_dir)
         floor = uvicorn_server("parse-only floor", "floor_apps:ingest_app")
         servers = [swell, floor]
+        order = [("floor", floor), ("swell", swell)]
+        if instrumentation:
+            bare = swell_server(bare_dir, env=BARE_ENV)
+            servers.append(bare)
+            order.append(("bare", bare))
         for server in servers:
             server.start()
         if not parent.poll(600):
@@ -401,10 +418,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             f"ingest: {passes} passes x {per_pass} requests x {EVENTS_PER_REQUEST} events, "
             f"{built['event_bytes']:.0f} B/event, bodies built in {built['build_seconds']:.1f} s"
         )
-        runs: dict[str, list[dict[str, Any]]] = {"swell": [], "floor": []}
-        rss: dict[str, list[int]] = {"swell": [], "floor": []}
+        runs: dict[str, list[dict[str, Any]]] = {key: [] for key, _ in order}
+        rss: dict[str, list[int]] = {key: [] for key, _ in order}
         for index in range(passes):
-            for key, server in (("floor", floor), ("swell", swell)):
+            for key, server in order:
                 _wait_idle(server)
                 cpu0, written0 = server.cpu(), proc_write_bytes(server.pid)
                 parent.send((server.port, index))
@@ -433,7 +450,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         parent.send(None)
         client.join(60)
         summary = _summary(runs, built, per_pass, timed)
-        for key, server in (("swell", swell), ("floor", floor)):
+        for key, server in order:
             grown = (rss[key][-1] - rss[key][0]) * 1024
             summary[key]["rss_after_warmup_mib"] = rss[key][0] / 1024
             summary[key]["rss_end_mib"] = rss[key][-1] / 1024
@@ -447,6 +464,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         for server in servers:
             server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(data_dir.parent / f"{data_dir.name}-bare", ignore_errors=True)
 
 
 def _summary(
@@ -478,17 +496,27 @@ def _summary(
             ),
         }
     out["ratio"] = out["swell"]["per_cpu_s"] / out["floor"]["per_cpu_s"]
+    if "bare" in out:  # events per CPU-second with metrics and access log over without
+        out["instrumented_over_bare"] = out["swell"]["per_cpu_s"] / out["bare"]["per_cpu_s"]
+        out["bare_ratio"] = out["bare"]["per_cpu_s"] / out["floor"]["per_cpu_s"]
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument(
+        "--instrumentation",
+        action="store_true",
+        help="also run swell without metrics and access log (SWELL_METRICS_ENABLED=false "
+        "SWELL_ACCESS_LOG=false), alternating passes, and report the ratio",
+    )
     args = parser.parse_args()
-    result = run(quick=args.quick)
+    result = run(quick=args.quick, instrumentation=args.instrumentation)
     result["stages"], result["library_floor"] = stage_costs(quick=args.quick)
-    printable = {k: v for k, v in result.items() if k not in ("swell", "floor")}
-    for key in ("swell", "floor"):
+    servers = [k for k in ("swell", "floor", "bare") if k in result]
+    printable = {k: v for k, v in result.items() if k not in servers}
+    for key in servers:
         printable[key] = {k: v for k, v in result[key].items() if not k.endswith("_runs")}
     print(orjson.dumps(printable, option=orjson.OPT_INDENT_2).decode())
 

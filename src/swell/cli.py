@@ -9,6 +9,7 @@ import ctypes.util
 import gc
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import httpx
 import orjson
 import typer
 
@@ -28,6 +30,7 @@ from swell.backends.base import Metadata
 from swell.backends.datadir import make_private
 from swell.client.cli import register as register_client
 from swell.errors import ConfigError, Conflict, NotFound, SwellError
+from swell.logs import configure as configure_logs
 from swell.rewrite import Rewritten
 from swell.settings import Settings
 from swell.store import Imported, Store
@@ -171,7 +174,7 @@ def _check_role(settings: Settings) -> None:
 
 def _work(settings: Settings) -> None:
     """The worker role, until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logs(settings.log_format)
     _run(_work_until_stopped(settings))
 
 
@@ -257,7 +260,7 @@ def _serve(settings: Settings) -> None:
     from swell.api.app import create_app
     from swell.api.server import ConnectionLimits, fit_open_files, http_protocol
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logs(settings.log_format)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT (the lifespan seals every open part), then
     # re-raises the signal to the handler it found. With the default handlers the process would
     # then die by SIGTERM (exit -15) or print a KeyboardInterrupt traceback; exit 0 instead.
@@ -748,3 +751,44 @@ def main() -> None:
     # line from a command, 503s and /readyz from a server).
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     app()
+
+
+# -- operating: status ---------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    data_dir: DataDir = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="Ask a running server (its /readyz, /healthz and /metrics; the token from env "
+            "SWELL_METRICS_TOKEN) instead of reading the stores",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+) -> None:
+    """Print what an operator needs first: version, backends, projects with events and parts per
+    day, open parts, jobs, the last seal, disk used."""
+    from swell import status as report
+
+    if server is not None:
+        if data_dir is not None:
+            _fail("give --data-dir or --server, not both")
+        token = Settings.from_env().metrics_token if "SWELL_METRICS_TOKEN" in os.environ else None
+        try:
+            result = _run(report.online(server, token))
+        except httpx.HTTPError as exc:
+            _fail(f"cannot reach {server}: {exc}")
+    else:
+        settings = _settings(data_dir)
+        meta_url, blobs = metadata_url(settings), blob_url(settings)
+        result = _run(
+            _with_meta(settings, lambda meta: report.offline(settings, meta, meta_url, blobs))
+        )
+    if as_json:
+        _print_json(result)
+    else:
+        for line in report.render(result):
+            typer.echo(line)

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from swell.errors import StorageError
+from swell.logs import job_context
 from swell.model import Job
 
 if TYPE_CHECKING:
@@ -157,6 +158,11 @@ class Worker:
         return count
 
     async def run_job(self, job: Job) -> None:
+        """Run one claimed job; every line logged meanwhile carries its id (swell.logs)."""
+        with job_context(job.id):
+            await self._run_job(job)
+
+    async def _run_job(self, job: Job) -> None:
         handler = self.handlers.get(job.kind)
         if handler is None:
             logger.error("%s: no handler for job %d of kind %r", self.name, job.id, job.kind)

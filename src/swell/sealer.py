@@ -96,6 +96,8 @@ class Sealer:
         #: Parts published, and attempts that failed, since the sealer started.
         self.sealed = 0
         self.failed_attempts = 0
+        #: Background retries of frozen parts since the sealer started (for /metrics).
+        self.retries = 0
 
     # -- the open set ------------------------------------------------------------------------------
 
@@ -111,6 +113,13 @@ class Sealer:
         for frozen in self._frozen.values():
             yield frozen.part
         yield from self._open.values()
+
+    def unsealed_states(self) -> Iterator[tuple[str, OpenPart]]:
+        """Every part not sealed yet with its state: "frozen" (waiting for a retry) or "open"."""
+        for frozen in self._frozen.values():
+            yield "frozen", frozen.part
+        for part in self._open.values():
+            yield "open", part
 
     def is_open(self, project_id: int, hour: int) -> bool:
         return (project_id, hour) in self._open
@@ -175,6 +184,7 @@ class Sealer:
         Raises the StorageError of a retry that failed again."""
         if self.failure is None or self.clock() < self.failure.retry_at:
             return 0
+        self.retries += 1
         return await self.seal(lambda part: True, include_open=False)
 
     def retry_in(self) -> float | None:

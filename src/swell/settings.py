@@ -14,6 +14,8 @@ from swell.errors import ConfigError
 
 #: What a scale-out node runs (SWELL_ROLE).
 ROLES = frozenset({"all", "api", "worker"})
+#: How log lines are written (SWELL_LOG_FORMAT).
+LOG_FORMATS = frozenset({"text", "json"})
 
 
 def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None) -> Any:
@@ -197,6 +199,16 @@ class Settings:
     compact_check_seconds: float = setting(
         60.0, "How often the background looks for hours to compact", min=0.1, max=86_400
     )
+    # -- operating: metrics and logs -------------------------------------------------------------
+    metrics_token: str = setting(
+        "",
+        "Bearer token /metrics requires (Authorization: Bearer ...); empty: /metrics is open",
+    )
+    metrics_enabled: bool = setting(
+        True, "Count requests, ingestion, seals and jobs for /metrics (off: /metrics answers 404)"
+    )
+    log_format: str = setting("text", "Log lines as text or json (one object per line)")
+    access_log: bool = setting(True, "Log one line per HTTP request (logger swell.access)")
 
     def __post_init__(self) -> None:
         if self.metadata_pool_min_size > self.metadata_pool_max_size:
@@ -222,6 +234,10 @@ class Settings:
         if self.role not in ROLES:
             raise ConfigError(
                 f"SWELL_ROLE has value {self.role!r}. Expected one of {', '.join(sorted(ROLES))}."
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"SWELL_LOG_FORMAT has value {self.log_format!r}. Expected text or json."
             )
         if self.public_url:
             parsed = urlsplit(self.public_url)

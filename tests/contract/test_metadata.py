@@ -464,3 +464,30 @@ async def test_an_hour_made_only_of_rewritten_parts_is_not_crowded(meta: Metadat
     assert await meta.crowded_hours(9, 2) == []
     await meta.add_part(part(p, 5, 5), [])  # a late seal: crowded again
     assert await meta.crowded_hours(9, 2) == [(p, 5)]
+
+
+# -- operating: job counts -----------------------------------------------------------------------
+
+
+async def test_jobs_are_counted_by_kind_and_status(meta: Metadata) -> None:
+    assert await meta.job_counts() == {}
+    org = await meta.create_org("acme", "ok", "oh")
+    for user in ("a", "b", "c"):
+        await meta.create_dsar(org, user, None, "2024-01-01", "2024-01-31", T0)
+    assert await meta.job_counts() == {("dsar", "queued"): 3}
+    first = await meta.claim_job("w", T0, T0 + timedelta(minutes=1))
+    second = await meta.claim_job("w", T0, T0 + timedelta(minutes=1))
+    assert first is not None
+    assert second is not None
+    await meta.fail_dsar(first.id, first.ref, "too many events")
+    assert await meta.job_counts() == {
+        ("dsar", "queued"): 1,
+        ("dsar", "running"): 1,
+        ("dsar", "failed"): 1,
+    }
+    await meta.complete_job(second.id)
+    assert await meta.job_counts() == {
+        ("dsar", "queued"): 1,
+        ("dsar", "done"): 1,
+        ("dsar", "failed"): 1,
+    }

@@ -11,12 +11,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from swell.api import dashboard, dsar, export, health, ingest, openapi, render
+from swell.api import dashboard, dsar, export, health, ingest, metrics, openapi, render
+from swell.api.access import AccessLog
 from swell.api.server import ConcurrencyLimit
 from swell.api.state import AppState, Front
 from swell.auth import Authenticator
 from swell.backends import Backends
 from swell.errors import SwellError
+from swell.metrics import Metrics, instrument
 from swell.node import is_scale_out, open_node
 from swell.settings import Settings
 from swell.store import Store
@@ -28,6 +30,8 @@ def create_app(
     """The ASGI app; ``wrap_backends`` may replace the backends the store opens (for tests that
     make them fail)."""
 
+    meters = Metrics() if settings.metrics_enabled else None
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         front: Front
@@ -37,7 +41,9 @@ def create_app(
         else:
             front = await Store.open(settings, wrap=wrap_backends)
             run_jobs, sole_worker = True, True
-        app.state.swell = AppState(settings, front, Authenticator(front.meta))
+        app.state.swell = AppState(settings, front, Authenticator(front.meta), metrics=meters)
+        if meters is not None:
+            instrument(meters, front)
         front.start_background()
         dsar.start(app, front, run_worker=run_jobs, sole_worker=sole_worker)
         try:
@@ -46,9 +52,16 @@ def create_app(
             await dsar.stop(app)
             await front.aclose()
 
+    # One access-log line and the request metrics per request (swell.api.access), outermost.
+    access = (
+        [Middleware(AccessLog, metrics=meters, log=settings.access_log)]
+        if meters is not None or settings.access_log
+        else []
+    )
     return Starlette(
         routes=[
             *health.routes,
+            *metrics.routes,
             *ingest.routes,
             *export.routes,
             *dsar.routes,
@@ -57,6 +70,7 @@ def create_app(
         ],
         lifespan=lifespan,
         middleware=[
+            *access,
             # Beyond this many requests in progress, 503 at once (swell.api.server).
             Middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests),
             # Browser SDKs post events cross-origin, as they do to Amplitude.

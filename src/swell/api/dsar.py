@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from swell.api.access import note_subject
 from swell.api.bodies import parse_multipart, read_body
 from swell.api.state import Front, app_state
 from swell.dsar import MAX_AMPLITUDE_ID, Clock, Dsar, parse_params
@@ -99,6 +100,10 @@ async def _authorize(request: Request, cost: int) -> Principal:
         request.headers.get("authorization"), org=True
     )
     await _service(request).limiter.charge(principal.org_id, cost)
+    note_subject(request, org_id=principal.org_id)
+    metrics = app_state(request).metrics
+    if metrics is not None:
+        metrics.budget_spent.labels(str(principal.org_id)).inc(cost)
     return principal
 
 

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from swell.api.access import note_subject
 from swell.api.state import app_state
 from swell.backends.base import BlobStore
 from swell.errors import StorageError
@@ -82,6 +83,7 @@ async def export(request: Request) -> Response:
     state = app_state(request)
     principal = await state.auth.check_basic(request.headers.get("authorization"), org=False)
     assert principal.project_id is not None
+    note_subject(request, project_id=principal.project_id)
     start_hour, end_hour = parse_range(
         request.query_params.get("start"), request.query_params.get("end")
     )

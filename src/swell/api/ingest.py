@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from swell.api.access import note_subject
 from swell.api.bodies import parse_multipart, read_body
 from swell.api.state import app_state
 from swell.enrich import RequestContext
-from swell.errors import BadRequest
+from swell.errors import (
+    BadRequest,
+    ClientDisconnected,
+    ClientError,
+    PayloadTooLarge,
+    RateLimited,
+    SwellError,
+)
 from swell.ingest import (
     BATCH_MAX_BYTES,
     HTTPAPI_MAX_BYTES,
@@ -32,15 +41,56 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+def reject_reason(exc: SwellError) -> str:
+    """The ``reason`` label of a refused ingestion request (swell.metrics.REJECT_REASONS)."""
+    if isinstance(exc, PayloadTooLarge):
+        return "too_large"
+    if isinstance(exc, ClientDisconnected):
+        return "client_disconnected"
+    if isinstance(exc, RateLimited):
+        return "throttled"
+    if isinstance(exc, ClientError):
+        return "invalid_body"
+    return "unavailable"
+
+
 async def _events(request: Request, path: str, library: str, max_bytes: int) -> Response:
+    metrics = app_state(request).metrics
+    if metrics is None:
+        return await _ingest_events(request, path, library, max_bytes, None)
+    seen: list[Any] = [None, 0]  # the project id and event count, once known
+    try:
+        response = await _ingest_events(request, path, library, max_bytes, seen)
+    except InvalidApiKey:
+        metrics.rejected(None, "invalid_api_key", seen[1])
+        raise
+    except SwellError as exc:
+        metrics.rejected(seen[0], reject_reason(exc), seen[1])
+        raise
+    metrics.events_ingested.labels(str(seen[0])).inc(seen[1])
+    return response
+
+
+class InvalidApiKey(BadRequest):
+    """An ingestion request whose api_key no project has (400, as Amplitude answers)."""
+
+
+async def _ingest_events(
+    request: Request, path: str, library: str, max_bytes: int, seen: list[Any] | None
+) -> Response:
     received = datetime.now(UTC)
     state = app_state(request)
     raw = await read_body(request, max_bytes)
     body = decode_body(raw, request.headers.get("content-encoding"), max_bytes)
     batch = parse_events_body(body, max_bytes=max_bytes)
+    if seen is not None:
+        seen[1] = len(batch.events)
     project_id = await state.auth.project_for_ingest(batch.api_key)
     if project_id is None:
-        raise BadRequest(f"Invalid API key: {batch.api_key[:64]}")
+        raise InvalidApiKey(f"Invalid API key: {batch.api_key[:64]}")
+    note_subject(request, project_id=project_id)
+    if seen is not None:
+        seen[0] = project_id
     upload = datetime.now(UTC)
     ctx = RequestContext(
         project_id=project_id,
@@ -89,6 +139,7 @@ async def _identify(request: Request, *, group: bool) -> Response:
     project_id = await state.auth.project_for_ingest(api_key)
     if project_id is None:
         raise BadRequest(f"Invalid API key: {api_key[:64]}")
+    note_subject(request, project_id=project_id)
     await state.store.identify(project_id, identifications, group=group)
     return PlainTextResponse("success")
 

@@ -15,6 +15,7 @@ from swell.settings import Settings
 if TYPE_CHECKING:
     from swell.backends.base import BlobStore, Metadata
     from swell.enrich import RequestContext
+    from swell.metrics import Metrics
 
 
 class Front(Protocol):
@@ -57,6 +58,8 @@ class AppState:
     store: Front
     auth: Authenticator
     started: float = field(default_factory=time.monotonic)
+    #: The app's metrics (None with SWELL_METRICS_ENABLED=false).
+    metrics: Metrics | None = None
 
 
 def app_state(request: Request) -> AppState:

@@ -296,6 +296,12 @@ class JobQueue(Protocol):
         """Close a job whose work needs nothing more (e.g. found already finished)."""
         ...
 
+    # -- operating: job counts -------------------------------------------------------------------
+
+    async def job_counts(self) -> dict[tuple[str, str], int]:
+        """How many jobs there are of each (kind, status), finished ones included."""
+        ...
+
 
 class DsarStore(JobQueue, Protocol):
     async def create_dsar(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,6 +61,8 @@ class FileLog:
         self._flusher: asyncio.Task[None] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._failed: BaseException | None = None
+        #: Called after each group commit with (seconds to write and fsync, frames) (/metrics).
+        self.on_flush: Callable[[float, int], None] | None = None
 
     # -- open and replay ---------------------------------------------------------------------
 
@@ -157,6 +160,7 @@ class FileLog:
         while self._buffer:
             chunks, last = self._buffer, self._buffer_last
             self._buffer = []
+            started = time.perf_counter()
             try:
                 await asyncio.to_thread(self._write, chunks, last)
             except BaseException as exc:
@@ -167,6 +171,8 @@ class FileLog:
                 self._waiters.clear()
                 return
             self._durable_lsn = last
+            if self.on_flush is not None:
+                self.on_flush(time.perf_counter() - started, self._count_frames(chunks))
             pending = []
             for target, future in self._waiters:
                 if target <= last:

@@ -709,6 +709,14 @@ class MemoryMetadata:
         found = [a for a in self._state().annotations if a.project_id == project_id]
         return sorted(found, key=lambda a: (a.date, a.id))
 
+    # -- operating: job counts -------------------------------------------------------------------
+
+    async def job_counts(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for job in self._state().jobs.values():
+            counts[(job.kind, job.status)] = counts.get((job.kind, job.status), 0) + 1
+        return counts
+
 
 def _loads(blob: bytes) -> dict[str, Any]:
     value = orjson.loads(blob)

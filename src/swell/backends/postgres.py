@@ -1309,6 +1309,15 @@ class PostgresMetadata(ClusterMixin):
 
         return await self._call(run, transaction=False)
 
+    # -- operating: job counts -------------------------------------------------------------------
+
+    async def job_counts(self) -> dict[tuple[str, str], int]:
+        async def run(cur: Cursor) -> dict[tuple[str, str], int]:
+            await cur.execute(Q["job_counts"], {})
+            return {(kind, status): count for kind, status, count in await cur.fetchall()}
+
+        return await self._call(run, transaction=False)
+
 
 if TYPE_CHECKING:
     _: type[Metadata] = PostgresMetadata

@@ -973,6 +973,16 @@ class SQLiteMetadata:
 
         return await self._run(run)
 
+    # -- operating: job counts -------------------------------------------------------------------
+
+    async def job_counts(self) -> dict[tuple[str, str], int]:
+        def run() -> dict[tuple[str, str], int]:
+            with self._read() as db:
+                rows = db.execute(Q["job_counts"]).fetchall()
+            return {(kind, status): count for kind, status, count in rows}
+
+        return await self._run(run)
+
 
 def _loads(blob: bytes) -> dict[str, Any]:
     import orjson

@@ -620,3 +620,6 @@ RETURNING id
 -- name: annotations
 SELECT id, project_id, date, label, details, chart_id FROM annotations
 WHERE project_id = %(project_id)s ORDER BY date, id
+-- name: job_counts
+-- How many jobs there are of each kind and status (/metrics, swell status).
+SELECT kind, status, count(*) FROM jobs GROUP BY kind, status
