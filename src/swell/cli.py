@@ -685,8 +685,13 @@ async def _prepare_demo(settings: Settings, events: int) -> dict[str, dict[str, 
             )
             # Written before generating: an interrupted first start resumes with this org.
             end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-            marker = {"org_id": org_id, "project_id": project_id, "end": end.isoformat()}
-            data_dir.set_marker("demo", {**marker, "generated": False})
+            marker = {
+                "org_id": org_id,
+                "project_id": project_id,
+                "end": end.isoformat(),
+                "generated": False,
+            }
+            data_dir.set_marker("demo", marker)
         org_id, project_id = int(marker["org_id"]), int(marker["project_id"])
         if not marker.get("generated", True):
             typer.echo(f"generating {events} demo events over 7 days...", err=True)

@@ -344,6 +344,16 @@ def test_an_interrupted_first_demo_start_resumes_with_the_same_org(tmp_path: Pat
     assert [p["events"] for p in projects] == [3000]
 
 
+def test_a_first_demo_start_generates_its_events_and_a_second_does_not(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, seal_check_seconds=3600)
+    first = asyncio.run(cli._prepare_demo(settings, 2000))
+    assert [p["events"] for p in lines_of(swell("project", "list", data_dir=tmp_path))] == [2000]
+    second = asyncio.run(cli._prepare_demo(settings, 2000))  # fresh keys, the same data
+    assert second["project"]["project_id"] == first["project"]["project_id"]
+    assert second["project"]["api_key"] != first["project"]["api_key"]
+    assert [p["events"] for p in lines_of(swell("project", "list", data_dir=tmp_path))] == [2000]
+
+
 def test_serve_with_an_unreachable_metadata_store_is_one_line(tmp_path: Path) -> None:
     dead = free_port()  # nothing listens there
     env = {
