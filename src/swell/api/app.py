@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from swell.api import dsar, export, health, ingest, metrics, openapi, render
+from swell.api import console, docs, dsar, export, health, ingest, metrics, openapi, render
 from swell.api.access import AccessLog
 from swell.api.server import ConcurrencyLimit
 from swell.api.state import AppState, Front
@@ -66,6 +66,8 @@ def create_app(
             *export.routes,
             *dsar.routes,
             *openapi.routes(dsar.OPENAPI_PATHS),
+            *console.routes,
+            *docs.routes,
         ],
         lifespan=lifespan,
         middleware=[
