@@ -210,6 +210,16 @@ class Settings:
     log_format: str = setting("text", "Log lines as text or json (one object per line)")
     access_log: bool = setting(True, "Log one line per HTTP request (logger swell.access)")
 
+    # -- the web console -----------------------------------------------------------------------
+    console_secret: str = setting(
+        "",
+        "Key that signs console session cookies; empty: a random one per process (a restart "
+        "signs everyone out; set it when several API nodes serve the console)",
+    )
+    console_session_seconds: int = setting(
+        8 * 3600, "How long a console sign-in lasts", min=60, max=30 * 24 * 3600
+    )
+
     def __post_init__(self) -> None:
         if self.metadata_pool_min_size > self.metadata_pool_max_size:
             raise ConfigError(

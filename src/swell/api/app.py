@@ -11,7 +11,18 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from swell.api import dashboard, dsar, export, health, ingest, metrics, openapi, render
+from swell.api import (
+    console,
+    dashboard,
+    docs,
+    dsar,
+    export,
+    health,
+    ingest,
+    metrics,
+    openapi,
+    render,
+)
 from swell.api.access import AccessLog
 from swell.api.server import ConcurrencyLimit
 from swell.api.state import AppState, Front
@@ -67,6 +78,8 @@ def create_app(
             *dsar.routes,
             *dashboard.routes,
             *openapi.routes(dsar.OPENAPI_PATHS),
+            *console.routes,
+            *docs.routes,
         ],
         lifespan=lifespan,
         middleware=[

@@ -83,15 +83,22 @@ async def export(request: Request) -> Response:
     state = app_state(request)
     principal = await state.auth.check_basic(request.headers.get("authorization"), org=False)
     assert principal.project_id is not None
-    note_subject(request, project_id=principal.project_id)
+    return await export_response(request, principal.project_id)
+
+
+async def export_response(request: Request, project_id: int) -> Response:
+    """The Export API's answer for ``project_id`` (already authorized), from the request's
+    ``start``, ``end``, ``Range`` and ``If-Range``; the console's download uses it too."""
+    state = app_state(request)
+    note_subject(request, project_id=project_id)
     start_hour, end_hour = parse_range(
         request.query_params.get("start"), request.query_params.get("end")
     )
     # Read-your-writes: everything acknowledged before now is sealed into the range's parts.
-    await state.store.seal_project(principal.project_id, start_hour, end_hour)
+    await state.store.seal_project(project_id, start_hour, end_hour)
     plan = await plan_export(
         state.store.meta,
-        principal.project_id,
+        project_id,
         start_hour,
         end_hour,
         max_bytes=state.settings.export_max_bytes,
@@ -100,7 +107,7 @@ async def export(request: Request) -> Response:
     await _check_blobs(state.store.blobs, plan)
     # The name is built from the parsed hours, never from the raw parameters: a header can carry
     # only latin-1, and echoing client input into it would let the client shape the header.
-    name = f"{principal.project_id}_{_param(start_hour)}_{_param(end_hour)}.zip"
+    name = f"{project_id}_{_param(start_hour)}_{_param(end_hour)}.zip"
     headers: dict[str, Any] = {
         "ETag": plan.etag,
         "Accept-Ranges": "bytes",
