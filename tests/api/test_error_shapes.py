@@ -292,7 +292,7 @@ CASES = [
     ),
     Case(
         "unknown route GET",
-        path="/",
+        path="/nope",  # "/" redirects to the console
         method="GET",
         status=404,
         expect={"code": 404, "error": "Invalid request path"},
