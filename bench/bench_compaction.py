@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from isal import igzip
 
-from common import ROOT
+from common import ROOT, write_section
 
 SECTION = "## Compaction: rewrite throughput"
 FULL_EVENTS = 800_000
@@ -108,22 +108,6 @@ def section(result: dict[str, Any]) -> list[str]:
     ]
 
 
-def write(lines: list[str], path: Path) -> None:
-    """Put the section into the report in place of the last run's, before "## Reproduce"."""
-    text = path.read_text() if path.exists() else ""
-    block = "\n".join(lines) + "\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        rest = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + block + (text[rest + 1 :] if rest >= 0 else "")
-    elif "## Reproduce" in text:
-        at = text.index("## Reproduce")
-        text = text[:at] + block + "\n" + text[at:]
-    else:
-        text += "\n" + block
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -132,7 +116,7 @@ def main() -> None:
     lines = section(run(quick=args.quick))
     print("\n".join(lines))
     if args.write:
-        write(lines, ROOT / "docs" / "benchmarks.md")
+        write_section(SECTION, lines, ROOT / "docs" / "benchmarks.md")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import PYTHON, ROOT
+from common import PYTHON, ROOT, write_section
 
 FULL_SIZES = (1_000_000, 4_000_000)
 QUICK_SIZES = (200_000,)
@@ -173,22 +173,6 @@ def section(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write(lines: list[str], path: Path) -> None:
-    """Put the section into the report in place of the last run's, before "## Reproduce"."""
-    text = path.read_text() if path.exists() else ""
-    block = "\n".join(lines) + "\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        rest = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + block + (text[rest + 1 :] if rest >= 0 else "")
-    elif "## Reproduce" in text:
-        at = text.index("## Reproduce")
-        text = text[:at] + block + "\n" + text[at:]
-    else:
-        text += "\n" + block
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -197,7 +181,7 @@ def main() -> None:
     lines = section(run(quick=args.quick))
     print("\n".join(lines))
     if args.write:
-        write(lines, ROOT / "docs" / "benchmarks.md")
+        write_section(SECTION, lines, ROOT / "docs" / "benchmarks.md")
 
 
 if __name__ == "__main__":

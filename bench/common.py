@@ -304,3 +304,20 @@ def machine() -> dict[str, str]:
 
 def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def write_section(title: str, lines: list[str], path: Path) -> None:
+    """Put a section (``lines``, starting with its ``title`` heading) into the report in place of
+    the last run's, or before "## Reproduce"."""
+    text = path.read_text() if path.exists() else ""
+    block = "\n".join(lines) + "\n"
+    if title in text:
+        start = text.index(title)
+        rest = text.find("\n## ", start + len(title))
+        text = text[:start] + block + (text[rest + 1 :] if rest >= 0 else "")
+    elif "## Reproduce" in text:
+        at = text.index("## Reproduce")
+        text = text[:at] + block + "\n" + text[at:]
+    else:
+        text += "\n" + block
+    path.write_text(text)
